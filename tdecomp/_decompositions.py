@@ -1,0 +1,136 @@
+"""Tensor decompositions used for spectral initialization (private; families call these).
+
+Tucker (HOOI) and TT-SVD come from tensorly, run under a local pytorch backend. CP is our own
+ALS: tensorly's ``parafac`` SVD init asks for a full SVD of every unfolding (154 GB for a
+256×256×3×3 kernel at rank 113) and its ALS costs ~0.15 s per sweep there; ours seeds each
+component from the matrix SVD of the output-channel unfolding and runs a bounded ridge ALS.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._tltorch import pytorch_backend
+
+
+# ---------------------------------------------------------------------------------- CP
+def _rank_one_chain(t: Tensor) -> list[Tensor]:
+    """Batched rank-1 approximation of ``t`` (k, n_1, …, n_d) by successive leading SVDs.
+
+    Returns d vectors (k, n_j) whose outer products approximate each of the k tensors; the
+    scale is carried by the first vector.
+    """
+    k, n1 = t.shape[0], t.shape[1]
+    if t.ndim == 2:
+        return [t]
+    u, s, vh = torch.linalg.svd(t.reshape(k, n1, -1), full_matrices=False)
+    head = u[:, :, 0] * s[:, :1]
+    return [head, *_rank_one_chain(vh[:, 0, :].reshape(k, *t.shape[2:]))]
+
+
+def _cp_svd_seed(tensor: Tensor, rank: int) -> list[Tensor]:
+    """CP factors (n_m, R) seeded by the SVD of the mode-0 unfolding X₍₀₎ = Σ σ_j u_j v_jᵀ.
+
+    Component j is σ_j u_j ∘ (rank-1 approximation of v_j reshaped to the remaining modes); for a
+    matrix this is exactly the truncated SVD. Components beyond the unfolding's rank are small
+    random vectors for ALS to use.
+    """
+    n0 = tensor.shape[0]
+    u, s, vh = torch.linalg.svd(tensor.reshape(n0, -1), full_matrices=False)
+    k = min(rank, s.numel())
+    rest = _rank_one_chain(vh[:k].reshape(k, *tensor.shape[1:]))
+    factors = [u[:, :k] * s[:k], *(v.T for v in rest)]
+    if k < rank:
+        scale = 0.1 * s[k - 1].abs().pow(1.0 / tensor.ndim) / math.sqrt(max(tensor.shape))
+        factors = [
+            torch.cat([f, scale * torch.randn(f.shape[0], rank - k, dtype=f.dtype, device=f.device)], 1)
+            for f in factors
+        ]
+    return [f.contiguous() for f in factors]
+
+
+def _mttkrp(tensor: Tensor, factors: Sequence[Tensor], mode: int) -> Tensor:
+    """Matricized tensor times Khatri–Rao product: X₍ₘ₎ (⊙_{k≠m} A_k), shape (n_m, R)."""
+    letters = string.ascii_lowercase[: tensor.ndim]
+    operands = [f"{c}z" for i, c in enumerate(letters) if i != mode]
+    expr = f"{letters},{','.join(operands)}->{letters[mode]}z"
+    return torch.einsum(expr, tensor, *(f for i, f in enumerate(factors) if i != mode))
+
+
+def _hadamard_grams(factors: Sequence[Tensor], skip: int | None = None) -> Tensor:
+    """∗_{k≠skip} A_kᵀ A_k: the Gram of the Khatri–Rao product of the other factors (R, R)."""
+    out = None
+    for i, f in enumerate(factors):
+        if i != skip:
+            g = f.T @ f
+            out = g if out is None else out * g
+    return out
+
+
+@torch.no_grad()
+def cp_als(
+    tensor: Tensor, rank: int, n_iter: int = 25, tol: float = 1e-6, ridge: float = 1e-6
+) -> list[Tensor]:
+    """Bounded CP-ALS: W ≈ Σ_r a_r⁽¹⁾ ∘ … ∘ a_r⁽ᴺ⁾, returned as N factors (n_m, R), balanced.
+
+    Each sweep solves A_m ← X₍ₘ₎(⊙_{k≠m}A_k) (∗_{k≠m}A_kᵀA_k + εI)⁻¹ with a ridge ε relative
+    to the Gram's mean diagonal, which keeps the factors bounded when components degenerate.
+    Stops after ``n_iter`` sweeps or when the relative error changes by less than ``tol``. The
+    returned components have equal column norms across modes (the CP analog of balanced SVD).
+    """
+    x = tensor
+    factors = _cp_svd_seed(x, rank)
+    norm_sq = x.pow(2).sum()
+    eye = torch.eye(rank, dtype=x.dtype, device=x.device)
+    previous = math.inf
+    for _ in range(n_iter):
+        for m in range(x.ndim):
+            gram = _hadamard_grams(factors, skip=m)
+            gram = gram + ridge * gram.diagonal().mean().clamp_min(1e-30) * eye
+            rhs = _mttkrp(x, factors, m)
+            factors[m] = torch.linalg.solve(gram, rhs.T).T
+        # ‖X − W‖² = ‖X‖² − 2⟨X, W⟩ + ‖W‖², with ⟨X, W⟩ from the last MTTKRP
+        inner = (rhs * factors[-1]).sum()
+        fit_sq = _hadamard_grams(factors).sum()
+        error = float((norm_sq - 2 * inner + fit_sq).clamp_min(0).sqrt() / norm_sq.sqrt())
+        if abs(previous - error) < tol:
+            break
+        previous = error
+    return _balance_components(factors)
+
+
+def _balance_components(factors: list[Tensor]) -> list[Tensor]:
+    """Give every mode of component r the same column norm (Π_m ‖a_r⁽ᵐ⁾‖)^{1/N}."""
+    norms = torch.stack([f.norm(dim=0) for f in factors])  # (N, R)
+    target = norms.clamp_min(1e-30).log().mean(0).exp()
+    return [f * (target / n.clamp_min(1e-30)) for f, n in zip(factors, norms)]
+
+
+# ---------------------------------------------------------------------------------- Tucker / TT
+@torch.no_grad()
+def tucker_hooi(tensor: Tensor, ranks: Sequence[int], n_iter: int = 10) -> tuple[Tensor, list[Tensor]]:
+    """HOOI (HOSVD-initialized, so never worse than HOSVD): core (r_1…r_N), factors (n_k, r_k).
+
+    Ranks must not exceed the mode sizes (callers clamp; tensorly 0.10 silently returns a wrong
+    result otherwise).
+    """
+    from tensorly.decomposition import tucker
+
+    with pytorch_backend():
+        core, factors = tucker(tensor, rank=list(ranks), init="svd", n_iter_max=n_iter, tol=1e-7)
+    return core, list(factors)
+
+
+@torch.no_grad()
+def tt_svd(tensor: Tensor, ranks: Sequence[int]) -> list[Tensor]:
+    """TT-SVD with internal ranks ``ranks``: cores (r_{k-1}, n_k, r_k), r_0 = r_N = 1."""
+    from tensorly.decomposition import tensor_train
+
+    with pytorch_backend():
+        cores = tensor_train(tensor, rank=[1, *ranks, 1])
+    return list(cores)

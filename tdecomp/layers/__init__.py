@@ -1,0 +1,29 @@
+"""Factorized layers: one base class, one file per family, one registry."""
+
+from .base import (
+    IMPLEMENTATIONS,
+    Factorized,
+    FactorizedLayer,
+    available_families,
+    get_family,
+    register_family,
+)
+from .cp import CPLayer
+from .lowrank import LowRankLayer
+from .spec import DenseSpec
+from .tt import TTLayer
+from .tucker import TuckerLayer
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "CPLayer",
+    "DenseSpec",
+    "Factorized",
+    "FactorizedLayer",
+    "LowRankLayer",
+    "TTLayer",
+    "TuckerLayer",
+    "available_families",
+    "get_family",
+    "register_family",
+]

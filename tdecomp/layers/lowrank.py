@@ -1,0 +1,129 @@
+"""Matrix low-rank family: W = U Vᵀ, or U M Vᵀ when overcomplete (Khodak et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import FactorizedLayer, register_family
+from .spec import DenseSpec
+
+
+@register_family("lowrank")
+class LowRankLayer(FactorizedLayer):
+    """W = U Vᵀ with U: (m, r), V: (n, r); for r > min(m, n) the overcomplete W = U M Vᵀ.
+
+    A Linear weight is the matrix itself (m = c_out, n = c_in). A conv kernel (c_out, c_in, k_h,
+    k_w) is matricized as W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w], i.e. (c_out·k_h) × (c_in·k_w);
+    the forward is then a 1×k_w conv to r channels followed by a k_h×1 conv, and spectral init
+    decomposes this same matricization (the official code's SI used a different one).
+
+    ‖W‖²_F = tr((UᵀU)(VᵀV)), or tr(Mᵀ(UᵀU)M(VᵀV)) when overcomplete: O((m+n)r² + r³).
+    Rank: an int r, a tuple ``(r,)``, or a float parameter ratio (ratios above what r = min(m, n)
+    needs give the overcomplete form, the paper's "knowledge distillation without a teacher").
+    """
+
+    @staticmethod
+    def _dims(spec: DenseSpec) -> tuple[int, int]:
+        kh, kw = spec.kernel_size
+        return spec.out_channels * kh, spec.in_channels * kw
+
+    @classmethod
+    def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
+        return ("r",)
+
+    @classmethod
+    def max_ranks(cls, spec: DenseSpec) -> tuple[int | None, ...]:
+        return (None,)
+
+    @classmethod
+    def _ranks_at_scale(cls, spec: DenseSpec, scale: float, **options: Any) -> tuple[int, ...]:
+        return (max(1, round(scale * min(cls._dims(spec)))),)
+
+    @classmethod
+    def _ranks_from_int(cls, spec: DenseSpec, rank: int, **options: Any) -> tuple[int, ...]:
+        return (rank,)
+
+    @classmethod
+    def count_params(cls, spec: DenseSpec, rank) -> int:
+        (r,) = rank
+        m, n = cls._dims(spec)
+        return r * (m + n) + (r * r if r > min(m, n) else 0)
+
+    def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
+        (r,) = rank
+        m, n = self._dims(self.spec)
+        self.U = nn.Parameter(torch.empty(m, r, **factory))
+        self.V = nn.Parameter(torch.empty(n, r, **factory))
+        overcomplete = r > min(m, n)
+        self.M = nn.Parameter(torch.empty(r, r, **factory)) if overcomplete else None
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        return (self.U.shape[1],)
+
+    @property
+    def overcomplete(self) -> bool:
+        return self.M is not None
+
+    def factors(self) -> list[Tensor]:
+        return [self.U, self.V] if self.M is None else [self.U, self.M, self.V]
+
+    def _left(self) -> Tensor:
+        """U, or U M when overcomplete: the (m, r) left factor of W = (·) Vᵀ."""
+        return self.U if self.M is None else self.U @ self.M
+
+    def _matricize(self, weight: Tensor) -> Tensor:
+        o, i = self.spec.out_channels, self.spec.in_channels
+        kh, kw = self.spec.kernel_size
+        return weight.reshape(o, i, kh, kw).permute(0, 2, 1, 3).reshape(o * kh, i * kw)
+
+    def reconstruct(self) -> Tensor:
+        o, i = self.spec.out_channels, self.spec.in_channels
+        kh, kw = self.spec.kernel_size
+        w = self._left() @ self.V.T
+        return w.reshape(o, kh, i, kw).permute(0, 2, 1, 3).reshape(self.spec.weight_shape)
+
+    def frobenius_sq(self) -> Tensor:
+        gu, gv = self.U.T @ self.U, self.V.T @ self.V
+        if self.M is None:
+            return (gu * gv).sum()
+        return ((gu @ self.M) * (self.M @ gv)).sum()
+
+    def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
+        left = self._left()
+        if not self.spec.is_conv:
+            return self._mix(self._mix(x, self.V.T), left)
+        (r,) = self.rank
+        kh, kw = self.spec.kernel_size
+        first = self.V.reshape(self.spec.in_channels, kw, r).permute(2, 0, 1).unsqueeze(2)
+        second = left.reshape(self.spec.out_channels, kh, r).permute(0, 2, 1).unsqueeze(3)
+        return self._conv(self._conv(x, first, "w", pad), second, "h", pad)
+
+    @torch.no_grad()
+    def init_spectral(self, weight: Tensor) -> None:
+        """Balanced truncated SVD of the matricized ``weight``: U = U_rΣ_r^{1/2}, V = V_rΣ_r^{1/2}.
+
+        Overcomplete (r > k = min(m, n)): with W = PΣQᵀ and random A, B (k, r) with orthonormal
+        rows, U = PΣ^{1/3}A, M = AᵀΣ^{1/3}B, V = QΣ^{1/3}B, so U M Vᵀ = PΣQᵀ = W exactly and
+        the three factors are balanced (UᵀU = MMᵀ, MᵀM = VᵀV).
+        """
+        p, s, qh = torch.linalg.svd(self._matricize(weight.to(self.U.dtype)), full_matrices=False)
+        (r,) = self.rank
+        if self.M is None:
+            root = s[:r].sqrt()
+            self.U.copy_(p[:, :r] * root)
+            self.V.copy_(qh[:r].T * root)
+            return
+        k = s.numel()
+        a, b = (torch.linalg.qr(torch.randn(r, k, dtype=s.dtype, device=s.device))[0].T for _ in range(2))
+        cube = s.pow(1.0 / 3.0)
+        self.U.copy_((p * cube) @ a)
+        self.M.copy_(a.T @ (cube[:, None] * b))
+        self.V.copy_((qh.T * cube) @ b)
+
+    def _random_init_terms(self) -> int:
+        (r,) = self.rank
+        return r if self.M is None else r * r

@@ -1,0 +1,117 @@
+"""Tensor-train family: cores over the modes (c_in, k_h, k_w, c_out), in a tltorch ``TTTensor``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._decompositions import tt_svd
+from .._tltorch import TTTensor
+from ..init import balance_norms
+from .base import FactorizedLayer, register_family
+from .spec import DenseSpec
+
+
+def _tt_shape(spec: DenseSpec) -> tuple[int, ...]:
+    """TT mode order (c_in, *spatial, c_out): the forward becomes a chain of small convs."""
+    return (spec.in_channels, *spec.spatial, spec.out_channels)
+
+
+@register_family("tt")
+class TTLayer(FactorizedLayer):
+    """W[o, i, h, w] = Σ G₁[i, a] G₂[a, h, b] G₃[b, w, c] G₄[c, o] with cores (r_{k-1}, n_k, r_k).
+
+    Forward on a conv (Garipov et al. 2016 order): 1×1 conv c_in→r₁, k_h×1 conv r₁→r₂,
+    1×k_w conv r₂→r₃, 1×1 conv r₃→c_out. ‖W‖²_F by contracting the chain of core Gram
+    matrices, O(Σ n_k r³). Spectral init: TT-SVD, then balanced core norms.
+
+    Rank: tuple of internal ranks ``(r₁, r₂, r₃)`` (``(r₁,)`` for Linear); an int gives all
+    equal; a float is a parameter ratio reached by scaling every rank proportionally to its
+    full-rank bound min(Π_{j≤k} n_j, Π_{j>k} n_j) (tensorly-torch's auto-rank undershoots).
+    """
+
+    @classmethod
+    def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
+        names = ("c_in", "k_h", "k_w", "c_out") if spec.is_conv else ("c_in", "c_out")
+        return tuple(f"{a}|{b}" for a, b in zip(names, names[1:]))
+
+    @classmethod
+    def max_ranks(cls, spec: DenseSpec) -> tuple[int | None, ...]:
+        shape = _tt_shape(spec)
+        return tuple(
+            min(math.prod(shape[: k + 1]), math.prod(shape[k + 1 :])) for k in range(len(shape) - 1)
+        )
+
+    @classmethod
+    def _feasible(cls, spec: DenseSpec, ranks: tuple[int, ...]) -> tuple[int, ...]:
+        """r_k ≤ r_{k-1}·n_k and r_k ≤ n_{k+1}·r_{k+1}: what TT-SVD can reach."""
+        shape, full = _tt_shape(spec), [1, *ranks, 1]
+        for k in range(1, len(full) - 1):
+            full[k] = min(full[k], full[k - 1] * shape[k - 1])
+        for k in range(len(full) - 2, 0, -1):
+            full[k] = min(full[k], shape[k] * full[k + 1])
+        return tuple(full[1:-1])
+
+    @classmethod
+    def _ranks_at_scale(cls, spec: DenseSpec, scale: float, **options: Any) -> tuple[int, ...]:
+        return cls._clamp(spec, [round(scale * m) for m in cls.max_ranks(spec)])
+
+    @classmethod
+    def _ranks_from_int(cls, spec: DenseSpec, rank: int, **options: Any) -> tuple[int, ...]:
+        return (rank,) * (len(_tt_shape(spec)) - 1)
+
+    @classmethod
+    def count_params(cls, spec: DenseSpec, rank) -> int:
+        full = (1, *rank, 1)
+        return sum(a * n * b for a, n, b in zip(full, _tt_shape(spec), full[1:]))
+
+    def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
+        shape, full = _tt_shape(self.spec), (1, *rank, 1)
+        cores = [nn.Parameter(torch.empty(a, n, b, **factory)) for a, n, b in zip(full, shape, full[1:])]
+        self.weight = TTTensor(cores, shape=shape, rank=full)
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        return tuple(self.weight.rank[1:-1])
+
+    def factors(self) -> list[Tensor]:
+        return list(self.weight.factors)
+
+    def reconstruct(self) -> Tensor:
+        cores = list(self.weight.factors)
+        out = cores[0].reshape(cores[0].shape[1], -1)
+        for core in cores[1:]:
+            out = (out @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
+        tensor = out.reshape(_tt_shape(self.spec))  # (c_in, *spatial, c_out)
+        return tensor.movedim(-1, 0)
+
+    def frobenius_sq(self) -> Tensor:
+        gram = None  # Σ over the left part: (r_k, r_k)
+        for core in self.weight.factors:
+            if gram is None:
+                gram = torch.einsum("anb,anc->bc", core, core)
+            else:
+                gram = torch.einsum("cnb,cnd->bd", torch.einsum("ac,anb->cnb", gram, core), core)
+        return gram.squeeze()
+
+    def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
+        first, *middle, last = self.weight.factors
+        z = self._mix(x, first[0].T)
+        for axis, core in zip(("h", "w"), middle):
+            kernel = core.permute(2, 0, 1)  # (r_k, r_{k-1}, n_k)
+            kernel = kernel.unsqueeze(3) if axis == "h" else kernel.unsqueeze(2)
+            z = self._conv(z, kernel, axis, pad)
+        return self._mix(z, last[:, :, 0].T)
+
+    @torch.no_grad()
+    def init_spectral(self, weight: Tensor) -> None:
+        cores = tt_svd(weight.to(self.weight.factors[0].dtype).movedim(0, -1), self.rank)
+        for p, t in zip(self.weight.factors, cores):
+            p.copy_(t)
+        balance_norms(self.factors())
+
+    def _random_init_terms(self) -> int:
+        return math.prod(self.rank)

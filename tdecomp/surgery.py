@@ -1,0 +1,212 @@
+"""Model surgery: factorize single layers or whole models to a budget, and collapse them back."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._budget import allocate
+from .layers.base import FactorizedLayer, Rank, get_family
+from .layers.spec import DenseSpec
+
+log = logging.getLogger("tdecomp")
+
+SkipRule = str | Collection[str] | Callable[[str, nn.Module], bool]
+BUDGET_TOLERANCE = 0.02
+
+
+def factorize(
+    module: nn.Module, family: str, rank: Rank, init: str = "spectral", **options: Any
+) -> FactorizedLayer:
+    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv2d``.
+
+    Args:
+        module: the dense layer (any kernel size, stride, padding incl. ``'same'``, dilation,
+            bias; ``groups > 1`` raises ``NotImplementedError``).
+        family: one of :func:`tdecomp.available_families` (``lowrank``, ``cp``, ``tucker``, ``tt``).
+        rank: float = target parameter ratio to the dense weight; int or tuple = explicit ranks
+            in the family's terms (see the family's class docstring).
+        init: ``"spectral"`` decomposes ``module.weight`` (for a fresh module, its default init —
+            spectral initialization; for a trained one, compression); ``"random"`` draws
+            balanced factors whose product has the variance of ``module.weight``.
+        **options: ``implementation`` (``"factorized"``/``"reconstructed"``) and family options
+            (e.g. Tucker's ``fixed_spatial``).
+    """
+    return get_family(family).from_dense(module, rank, init=init, **options)
+
+
+def _default_skip(model: nn.Module) -> set[str]:
+    """The paper's convention: the first conv and the final classifier (last Linear) stay dense."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return set(convs[:1] + linears[-1:])
+
+
+def eligible_layers(model: nn.Module, skip: SkipRule = "default") -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the Linear/Conv2d layers :func:`factorize_model` would replace.
+
+    Excluded: layers matched by ``skip`` (``"default"``: first conv and last Linear; a collection
+    of qualified module names; or a predicate ``(name, module) -> bool``), grouped convs, and
+    Linear layers owned by ``nn.MultiheadAttention`` (it reads their weights directly).
+    """
+    if isinstance(skip, str):
+        if skip != "default":
+            raise ValueError(f"skip={skip!r} is not valid; expected 'default', a collection of "
+                             "module names, or a callable (name, module) -> bool")
+        skip = _default_skip(model)
+    if not callable(skip):
+        names = {n for n, _ in model.named_modules()}
+        unknown = sorted(set(skip) - names)
+        if unknown:
+            raise ValueError(f"skip names modules that do not exist in the model: {unknown}")
+        skip_names = set(skip)
+        skip = lambda name, module: name in skip_names  # noqa: E731
+    inside_attention = {
+        f"{n}.{c}" if n else c
+        for n, m in model.named_modules()
+        if isinstance(m, nn.MultiheadAttention)
+        for c, _ in m.named_modules()
+    }
+    out = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Linear, nn.Conv2d)) or name in inside_attention:
+            continue
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            log.info("tdecomp: leaving %s dense (groups=%d)", name, module.groups)
+            continue
+        if not skip(name, module):
+            out.append((name, module))
+    return out
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+def factorize_model(
+    model: nn.Module,
+    family: str,
+    rank: Rank,
+    init: str = "spectral",
+    skip: SkipRule = "default",
+    progress: bool = True,
+    **options: Any,
+) -> nn.Module:
+    """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
+
+    With a float ``rank`` (a parameter ratio), one rank scale common to all layers is bisected
+    so that the factorized layers hold ``rank`` × their dense parameter count (weights and
+    biases) within ±2% (single layers then move one rank step to close the gap), as the paper's
+    ``make.py`` does; the achieved ratio is logged, a miss
+    (e.g. a ratio below what rank 1 needs) warned about, and :func:`summarize` reports it any
+    time. An int/tuple ``rank`` is applied to every layer. See :func:`factorize` for the rest.
+    """
+    cls = get_family(family)
+    targets = eligible_layers(model, skip)
+    if not targets:
+        raise ValueError("model has no eligible nn.Linear/nn.Conv2d layer to factorize "
+                         f"(skip={skip!r})")
+    ranks: list[Rank]
+    if isinstance(rank, float) and not isinstance(rank, bool):
+        if not math.isfinite(rank) or rank <= 0:
+            raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
+        specs = [DenseSpec.from_module(m) for _, m in targets]
+        ranks = allocate(
+            [partial(cls._ranks_at_scale, s, **options) for s in specs],
+            lambda i, r: cls.count_params(specs[i], r) + specs[i].num_params - specs[i].weight_numel,
+            rank * sum(s.num_params for s in specs),
+        )
+    else:
+        ranks = [rank] * len(targets)
+    for (name, module), layer_rank in tqdm(
+        list(zip(targets, ranks)), desc=f"factorize ({family})", disable=not progress, leave=False
+    ):
+        _replace(model, name, factorize(module, family, layer_rank, init=init, **options))
+    report = summarize(model)
+    log.info("tdecomp: %s", report.headline())
+    if isinstance(rank, float) and abs(report.ratio / rank - 1) > BUDGET_TOLERANCE:
+        warnings.warn(
+            f"factorize_model reached parameter ratio {report.ratio:.4f}, not {rank} ± 2% "
+            "(ranks are clamped to [1, full rank])",
+            stacklevel=2,
+        )
+    return model
+
+
+def collapse_model(model: nn.Module) -> nn.Module:
+    """Replace every factorized layer by its dense equivalent (``to_dense``), in place.
+
+    After overcomplete training ("knowledge distillation without a teacher") this yields the
+    compact dense model used for inference and parameter counts.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, FactorizedLayer)]
+    for name in names:
+        _replace(model, name, model.get_submodule(name).to_dense())
+    return model
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    family: str
+    rank: tuple[int, ...]
+    params: int
+    dense_params: int
+
+
+@dataclass(frozen=True)
+class FactorizationReport:
+    """Per-layer and total parameters of the factorized layers against their dense originals."""
+
+    layers: tuple[LayerReport, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def dense_params(self) -> int:
+        return sum(layer.dense_params for layer in self.layers)
+
+    @property
+    def ratio(self) -> float:
+        return self.params / self.dense_params if self.dense_params else math.nan
+
+    def headline(self) -> str:
+        return (f"{len(self.layers)} factorized layers hold {self.params:,} parameters, "
+                f"{self.ratio:.4f} of their dense {self.dense_params:,}")
+
+    def __str__(self) -> str:
+        rows = [f"{'layer':<40} {'family':<8} {'rank':<22} {'params':>10} {'dense':>10} {'ratio':>6}"]
+        for r in self.layers:
+            rows.append(f"{r.name:<40} {r.family:<8} {str(r.rank):<22} {r.params:>10,} "
+                        f"{r.dense_params:>10,} {r.params / r.dense_params:>6.3f}")
+        return "\n".join([*rows, self.headline()])
+
+
+def summarize(model: nn.Module) -> FactorizationReport:
+    """A :class:`FactorizationReport` of the factorized layers currently in ``model``."""
+    return FactorizationReport(tuple(
+        LayerReport(name, m.family, m.rank, m.num_params, m.spec.num_params)
+        for name, m in model.named_modules()
+        if isinstance(m, FactorizedLayer)
+    ))
+
+
+__all__ = [
+    "FactorizationReport",
+    "collapse_model",
+    "eligible_layers",
+    "factorize",
+    "factorize_model",
+    "summarize",
+]

@@ -1,0 +1,238 @@
+"""Every family × dense layer × init × implementation against independent oracles."""
+
+from __future__ import annotations
+
+import pytest
+import tensorly as tl
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import tdecomp
+from tdecomp.testing import assert_rel_close, hosvd_error, relative_error
+from tests.conftest import DENSE_CASES, FAMILIES, make_dense
+
+CASES = tuple(DENSE_CASES)
+
+
+def dense_oracle(module: nn.Module, layer: tdecomp.FactorizedLayer, x: torch.Tensor) -> torch.Tensor:
+    """The original PyTorch module run with the reconstructed weight (no tdecomp code involved)."""
+    params = {"weight": layer.reconstruct()}
+    if module.bias is not None:
+        params["bias"] = layer.bias
+    return functional_call(module, params, (x,))
+
+
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+@pytest.mark.parametrize("init", ["spectral", "random"])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_equals_dense_op_with_reconstructed_weight(family, case, init, implementation):
+    module, x = make_dense(case)
+    layer = tdecomp.factorize(module, family, 0.5, init=init, implementation=implementation)
+    out = layer(x)
+    assert_rel_close(out, dense_oracle(module, layer, x), 1e-10, f"{family}/{case} forward")
+    out.square().sum().backward()
+    for p in layer.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frobenius_sq_and_its_gradient_equal_brute_force(family, case):
+    module, _ = make_dense(case)
+    layer = tdecomp.factorize(module, family, 0.7)
+    params = list(layer.factor_parameters())
+    fast = layer.frobenius_sq()
+    brute = layer.reconstruct().pow(2).sum()
+    assert torch.allclose(fast, brute, rtol=1e-10, atol=0)
+    g_fast = torch.autograd.grad(fast, params)
+    g_brute = torch.autograd.grad(brute, params)
+    for a, b in zip(g_fast, g_brute):
+        assert_rel_close(a, b, 1e-10, f"{family} d‖W‖²/dfactor")
+
+
+class _FrobeniusOf(nn.Module):
+    """Makes ``layer.frobenius_sq()`` the forward, so functional_call can swap the factors."""
+
+    def __init__(self, layer: tdecomp.FactorizedLayer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self) -> torch.Tensor:
+        return self.layer.frobenius_sq()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frobenius_sq_gradient_matches_finite_differences(family):
+    wrapper = _FrobeniusOf(tdecomp.factorize(nn.Conv2d(3, 4, 3).double(), family, 2))
+    names = [n for n, _ in wrapper.named_parameters() if not n.endswith("bias")]
+    factors = tuple(p.detach().clone().requires_grad_() for n, p in wrapper.named_parameters() if n in names)
+    assert torch.autograd.gradcheck(lambda *fs: functional_call(wrapper, dict(zip(names, fs)), ()), factors)
+
+
+def _tensorly_reconstruction(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
+    """tensorly's own ``*_to_tensor`` on the layer's tltorch factors, in the layer's weight layout."""
+    with tl.backend_context("pytorch"):
+        if layer.family == "cp":
+            return tl.cp_to_tensor((layer.weight.weights, list(layer.weight.factors)))
+        if layer.family == "tucker":
+            return tl.tucker_to_tensor((layer.weight.core, list(layer.weight.factors)))
+        return tl.tt_to_tensor(list(layer.weight.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("family", ["cp", "tucker", "tt"])
+def test_tensor_reconstruction_equals_tensorly(family, case):
+    module, _ = make_dense(case)
+    layer = tdecomp.factorize(module, family, 0.6, init="random")
+    assert_rel_close(layer.reconstruct(), _tensorly_reconstruction(layer), 1e-12, family)
+    assert layer.reconstruct().shape == module.weight.shape
+
+
+def _matricize(w: torch.Tensor) -> torch.Tensor:
+    """(c_out·k_h) × (c_in·k_w): the matricization whose separable form is a 1×k then k×1 conv."""
+    if w.ndim == 2:
+        return w
+    o, i, kh, kw = w.shape
+    return w.permute(0, 2, 1, 3).reshape(o * kh, i * kw)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lowrank_spectral_init_is_eckart_young_optimal_and_balanced(case):
+    module, _ = make_dense(case)
+    w = module.weight.detach()
+    layer = tdecomp.factorize(module, "lowrank", 2)
+    s = torch.linalg.svdvals(_matricize(w))
+    optimum = s[2:].square().sum().sqrt()
+    assert torch.allclose((layer.reconstruct() - w).norm(), optimum, rtol=1e-9)
+    gu, gv = layer.U.T @ layer.U, layer.V.T @ layer.V
+    assert_rel_close(gu, gv, 1e-9, "UᵀU vs VᵀV (balanced)")
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("family", ["lowrank", "tucker", "tt"])
+def test_full_rank_spectral_init_is_exact_and_forward_equals_dense(family, case):
+    module, x = make_dense(case)
+    if family == "lowrank":  # beyond min(m, n) lowrank turns overcomplete instead of clamping
+        layer = tdecomp.factorize(module, family, min(_matricize(module.weight).shape))
+    else:
+        with pytest.warns(UserWarning, match="exceeds the maximum"):
+            layer = tdecomp.factorize(module, family, 10_000)
+    assert_rel_close(layer.reconstruct(), module.weight, 1e-10, f"{family} full-rank SI")
+    assert_rel_close(layer(x), module(x), 1e-10, f"{family} full-rank forward")
+
+
+@pytest.mark.parametrize("ranks", [(3, 4, 3, 3), (5, 2, 3, 3), (2, 2, 2, 2)])
+def test_tucker_spectral_init_is_no_worse_than_hosvd(ranks):
+    module = nn.Conv2d(6, 8, 3).double()
+    layer = tdecomp.factorize(module, "tucker", ranks)
+    w = module.weight.detach()
+    err = relative_error(layer.reconstruct().detach(), w)
+    assert err <= hosvd_error(w, ranks) + 1e-12
+
+
+def test_cp_spectral_init_on_a_linear_layer_is_the_truncated_svd():
+    module = nn.Linear(12, 10).double()
+    w = module.weight.detach()
+    layer = tdecomp.factorize(module, "cp", 4)
+    optimum = torch.linalg.svdvals(w)[4:].square().sum().sqrt()
+    assert torch.allclose((layer.reconstruct() - w).norm(), optimum, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family,ranks", [("cp", 3), ("tucker", (3, 2, 2, 3)), ("tt", (2, 3, 2))])
+def test_spectral_init_recovers_a_weight_of_that_exact_rank(family, ranks):
+    """Plant a weight that is exactly of the family's form: SI must find it (error ≪ 1)."""
+    module = nn.Conv2d(6, 8, 3).double()
+    planted = tdecomp.factorize(module, family, ranks, init="random").reconstruct().detach()
+    with torch.no_grad():
+        module.weight.copy_(planted)
+    layer = tdecomp.factorize(module, family, ranks)
+    tol = 1e-2 if family == "cp" else 1e-10  # ALS converges, HOOI and TT-SVD are exact
+    assert_rel_close(layer.reconstruct(), planted, tol, f"{family} planted recovery")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_random_init_matches_the_dense_weight_variance(family):
+    module = nn.Conv2d(64, 64, 3)
+    layer = tdecomp.factorize(module, family, 0.25, init="random")
+    ratio = float(layer.reconstruct().std() / module.weight.std())
+    assert 0.7 < ratio < 1.4, f"reconstructed std / dense std = {ratio:.3f}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_direct_construction_holds_default_scale_never_garbage(family):
+    spec = tdecomp.DenseSpec.from_module(nn.Conv2d(64, 64, 3))
+    cls = tdecomp.get_family(family)
+    layer = cls(spec, cls.resolve_rank(spec, 0.25))
+    w = layer.reconstruct()
+    assert torch.isfinite(w).all()
+    ratio = float(w.std()) / spec.default_std
+    assert 0.7 < ratio < 1.4, f"reconstructed std / default std = {ratio:.3f}"
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_to_dense_state_dict_and_param_count(family, case):
+    module, x = make_dense(case)
+    layer = tdecomp.factorize(module, family, 0.5)
+    dense = layer.to_dense()
+    assert type(dense) is type(module)
+    assert_rel_close(dense(x), layer(x), 1e-10, "to_dense output")
+    # state_dict round-trip into a freshly built layer of the same ranks
+    clone = type(layer)(layer.spec, layer.rank, dtype=torch.float64)
+    clone.load_state_dict(layer.state_dict())
+    assert_rel_close(clone(x), layer(x), 0.0 + 1e-15, "state_dict round-trip")
+    # parameter accounting
+    counted = sum(p.numel() for p in layer.parameters())
+    assert layer.num_params == counted
+    bias = layer.spec.out_channels if module.bias is not None else 0
+    assert counted == type(layer).count_params(layer.spec, layer.rank) + bias
+    assert layer.param_ratio == pytest.approx(counted / sum(p.numel() for p in module.parameters()))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float_rank_hits_the_parameter_ratio(family):
+    module = nn.Conv2d(128, 256, 3)
+    for ratio in (0.05, 0.1, 0.25, 0.5):
+        layer = tdecomp.factorize(module, family, ratio)
+        weights = type(layer).count_params(layer.spec, layer.rank)
+        assert weights / module.weight.numel() == pytest.approx(ratio, rel=0.05)
+
+
+@pytest.mark.parametrize("family", ["lowrank", "cp"])
+def test_float_rank_picks_the_closest_single_rank(family):
+    module = nn.Conv2d(48, 96, 3)
+    cls = tdecomp.get_family(family)
+    spec = tdecomp.DenseSpec.from_module(module)
+    for ratio in (0.03, 0.1, 0.37):
+        (r,) = cls.resolve_rank(spec, ratio)
+        target = ratio * module.weight.numel()
+        miss = [abs(cls.count_params(spec, (k,)) - target) for k in (r - 1, r, r + 1)]
+        assert miss[1] <= min(miss), f"rank {r} is not the closest to ratio {ratio}: {miss}"
+
+
+def test_lowrank_overcomplete_is_exact_and_collapses():
+    module = nn.Conv2d(4, 6, 3, padding=1).double()
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    layer = tdecomp.factorize(module, "lowrank", 3.0)  # ratio 3 > 1: overcomplete U M Vᵀ
+    assert layer.overcomplete and layer.rank[0] > 12
+    assert_rel_close(layer.reconstruct(), module.weight, 1e-10, "overcomplete SI")
+    assert_rel_close(layer(x), module(x), 1e-10, "overcomplete forward")
+    # balanced three-factor product: UᵀU = M Mᵀ and MᵀM = VᵀV
+    u, m, v = layer.U, layer.M, layer.V
+    assert_rel_close(u.T @ u, m @ m.T, 1e-9, "UᵀU vs MMᵀ")
+    assert_rel_close(m.T @ m, v.T @ v, 1e-9, "MᵀM vs VᵀV")
+    with torch.no_grad():  # train-like perturbation, then collapse
+        for p in layer.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    assert_rel_close(layer.to_dense()(x), layer(x), 1e-10, "collapsed overcomplete")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dtype_and_repr(family):
+    layer = tdecomp.factorize(nn.Conv2d(6, 8, 3).to(torch.float64), family, 0.5)
+    assert all(p.dtype == torch.float64 for p in layer.parameters())
+    text = repr(layer)
+    assert f"family={family}" in text and f"rank={layer.rank}" in text and "of dense" in text
+

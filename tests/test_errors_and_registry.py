@@ -1,0 +1,139 @@
+"""Bad input fails loudly, naming the argument; a fifth family plugs in through the registry."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import tdecomp
+from tdecomp.layers import base
+
+
+@pytest.mark.parametrize("family", ["svd", "Tucker", "", "tr"])
+def test_unknown_family(family):
+    with pytest.raises(ValueError, match=r"family=.*expected one of: 'cp', 'lowrank', 'tt', 'tucker'"):
+        tdecomp.factorize(nn.Linear(4, 4), family, 2)
+
+
+@pytest.mark.parametrize("rank", [0, -3, 0.0, -0.5, math.nan, math.inf])
+@pytest.mark.parametrize("family", ["lowrank", "cp", "tucker", "tt"])
+def test_non_positive_rank(family, rank):
+    with pytest.raises(ValueError, match="rank must be a positive"):
+        tdecomp.factorize(nn.Conv2d(4, 4, 3), family, rank)
+
+
+@pytest.mark.parametrize("family,rank,length", [
+    ("tucker", (2, 2), 4), ("tt", (2, 2), 3), ("lowrank", (2, 2), 1), ("cp", (), 1),
+])
+def test_rank_tuple_of_wrong_length_names_the_expected_entries(family, rank, length):
+    with pytest.raises(ValueError, match=rf"rank for family '{family}'.* {length} entries"):
+        tdecomp.factorize(nn.Conv2d(4, 4, 3), family, rank)
+
+
+@pytest.mark.parametrize("rank", [(2, 0, 3, 3), (2, 2.5, 3, 3), True, "4"])
+def test_bad_rank_entries_and_types(rank):
+    with pytest.raises((ValueError, TypeError), match="rank"):
+        tdecomp.factorize(nn.Conv2d(4, 4, 3), "tucker", rank)
+
+
+@pytest.mark.parametrize("module", [nn.Conv1d(3, 3, 3), nn.LSTM(3, 3), nn.Conv3d(2, 2, 3)])
+def test_unsupported_module(module):
+    with pytest.raises(TypeError, match=r"module must be nn.Linear or nn.Conv2d, got"):
+        tdecomp.factorize(module, "lowrank", 2)
+
+
+def test_grouped_conv_is_not_implemented_and_says_groups():
+    with pytest.raises(NotImplementedError, match="groups=2"):
+        tdecomp.factorize(nn.Conv2d(4, 4, 3, groups=2), "cp", 2)
+
+
+def test_bad_init_and_implementation():
+    with pytest.raises(ValueError, match=r"init='svd'.*'spectral', 'random'"):
+        tdecomp.factorize(nn.Linear(4, 4), "cp", 2, init="svd")
+    with pytest.raises(ValueError, match=r"implementation='fast'.*'factorized', 'reconstructed'"):
+        tdecomp.factorize(nn.Linear(4, 4), "cp", 2, implementation="fast")
+
+
+def test_model_without_eligible_layers():
+    with pytest.raises(ValueError, match="no eligible"):
+        tdecomp.factorize_model(nn.Sequential(nn.ReLU()), "cp", 0.5)
+
+
+def test_importing_tdecomp_leaves_the_tensorly_backend_alone():
+    code = ("import tensorly as tl; tl.set_backend('numpy'); import tdecomp; "
+            "tdecomp.factorize(__import__('torch').nn.Conv2d(4, 4, 3), 'tucker', 2); "
+            "print(tl.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "numpy"
+
+
+class _DenseFamily(tdecomp.FactorizedLayer):
+    """A trivial "family": W is its own single factor. Exercises the whole base contract."""
+
+    @classmethod
+    def rank_names(cls, spec):
+        return ()
+
+    @classmethod
+    def max_ranks(cls, spec):
+        return ()
+
+    @classmethod
+    def _ranks_at_scale(cls, spec, scale, **options):
+        return ()
+
+    @classmethod
+    def _ranks_from_int(cls, spec, rank, **options):
+        return ()
+
+    @classmethod
+    def count_params(cls, spec, rank):
+        return spec.weight_numel
+
+    def _build(self, rank, factory):
+        self.W = nn.Parameter(torch.empty(self.spec.weight_shape, **factory))
+
+    @property
+    def rank(self):
+        return ()
+
+    def factors(self):
+        return [self.W]
+
+    def reconstruct(self):
+        return self.W
+
+    def frobenius_sq(self):
+        return self.W.pow(2).sum()
+
+    def _forward_factorized(self, x, pad):
+        if not self.spec.is_conv:
+            return self._mix(x, self.W)
+        return self._conv(x, self.W, "hw", pad)
+
+    def init_spectral(self, weight):
+        with torch.no_grad():
+            self.W.copy_(weight)
+
+    def _random_init_terms(self):
+        return 1
+
+
+def test_a_fifth_family_is_one_class_and_one_registration(monkeypatch):
+    monkeypatch.setattr(base, "_FAMILIES", dict(base._FAMILIES))
+    base.register_family("dense_test")(_DenseFamily)
+    assert "dense_test" in tdecomp.available_families()
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding="valid").double()
+    layer = tdecomp.factorize(conv, "dense_test", 2)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    assert torch.allclose(layer(x), conv(x))
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    tdecomp.factorize_model(model, "dense_test", 1, skip=(), progress=False)
+    assert tdecomp.frobenius_decay(model) > 0
+    with pytest.raises(ValueError, match="already registered"):
+        base.register_family("dense_test")(_DenseFamily)
