@@ -125,7 +125,7 @@ class _DenseFamily(tdecomp.FactorizedLayer):
 
 
 def test_a_fifth_family_is_one_class_and_one_registration(monkeypatch):
-    monkeypatch.setattr(base, "_FAMILIES", dict(base._FAMILIES))
+    monkeypatch.setattr(base.FAMILIES, "_entries", dict(base.FAMILIES._entries))
     base.register_family("dense_test")(_DenseFamily)
     assert "dense_test" in tdecomp.available_families()
     conv = nn.Conv2d(3, 5, 3, stride=2, padding="valid").double()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._budget import allocate
+from .._registry import Registry
 from .._validation import check_choice
 from ..init import INIT_METHODS, balanced_std
 from .spec import Axis, DenseSpec
@@ -26,7 +27,7 @@ from .spec import Axis, DenseSpec
 Rank = int | float | Sequence[int]
 IMPLEMENTATIONS = ("factorized", "reconstructed")
 
-_FAMILIES: dict[str, type[FactorizedLayer]] = {}
+FAMILIES: Registry[type[FactorizedLayer]] = Registry("family")
 
 
 def register_family(name: str):
@@ -36,10 +37,8 @@ def register_family(name: str):
     """
 
     def decorator(cls: type[FactorizedLayer]) -> type[FactorizedLayer]:
-        if name in _FAMILIES:
-            raise ValueError(f"family {name!r} is already registered by {_FAMILIES[name].__name__}")
+        FAMILIES.register(name)(cls)
         cls.family = name
-        _FAMILIES[name] = cls
         return cls
 
     return decorator
@@ -47,13 +46,12 @@ def register_family(name: str):
 
 def available_families() -> tuple[str, ...]:
     """Names of the registered families, sorted."""
-    return tuple(sorted(_FAMILIES))
+    return FAMILIES.names()
 
 
 def get_family(name: str) -> type[FactorizedLayer]:
     """The layer class registered as ``name``; ``ValueError`` listing the valid names otherwise."""
-    check_choice("family", name, available_families())
-    return _FAMILIES[name]
+    return FAMILIES.get(name)
 
 
 class Factorized(nn.Module, ABC):

@@ -1,0 +1,23 @@
+"""Dataset factory: ``create(name, root=..., download=..., seed=..., subset=...)`` → :class:`DataBundle`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._registry import Registry
+from .bundle import DataBundle
+
+DATASETS: Registry = Registry("data")
+register_dataset = DATASETS.register
+
+
+def create(name: str, **kwargs: Any) -> DataBundle:
+    """Build dataset ``name``; ``ValueError`` listing the registered names if unknown."""
+    return DATASETS.get(name)(**kwargs)
+
+
+def available_datasets() -> tuple[str, ...]:
+    return DATASETS.names()
+
+
+__all__ = ["DATASETS", "DataBundle", "available_datasets", "create", "register_dataset"]
