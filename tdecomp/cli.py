@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 COMMANDS = ("train", "demo", "sweep", "plot", "compare", "bench")
@@ -25,7 +26,17 @@ def _available() -> dict[str, object]:
     return found
 
 
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not break progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(self.format(record))
+
+
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_TqdmHandler()])
     commands = _available()
     parser = argparse.ArgumentParser(
         prog="tdecomp", description="Factorized neural layers: train, compare, plot, benchmark."
@@ -35,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
     args = parser.parse_args(argv)
-    return int(commands[args.command].run(args) or 0)
+    try:
+        return int(commands[args.command].run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # user errors: message, no traceback
+        print(f"tdecomp {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

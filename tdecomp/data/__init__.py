@@ -1,4 +1,8 @@
-"""Dataset factory: ``create(name, root=..., download=..., seed=..., subset=...)`` → :class:`DataBundle`."""
+"""Dataset factory: ``create(name, root=, download=, seed=, subset=, **kwargs)`` → :class:`DataBundle`.
+
+Every factory accepts those keywords (ignoring what it does not need) plus its own options,
+which configs pass as ``data_kwargs``.
+"""
 
 from __future__ import annotations
 
@@ -19,5 +23,8 @@ def create(name: str, **kwargs: Any) -> DataBundle:
 def available_datasets() -> tuple[str, ...]:
     return DATASETS.names()
 
+
+# Importing the dataset files registers their names.
+from . import cifar, digits, tiny_imagenet  # noqa: E402,F401
 
 __all__ = ["DATASETS", "DataBundle", "available_datasets", "create", "register_dataset"]

@@ -25,4 +25,7 @@ def available_models() -> tuple[str, ...]:
     return MODELS.names()
 
 
+# Importing the model files registers their names.
+from . import resnet_cifar, small, vgg, wide_resnet  # noqa: E402,F401
+
 __all__ = ["MODELS", "available_models", "create", "register_model"]

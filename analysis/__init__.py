@@ -1,0 +1,1 @@
+"""Analysis of factorized training: dynamics tracking, comparisons across runs, figures."""

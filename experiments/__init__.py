@@ -1,0 +1,1 @@
+"""Experiment configurations (``configs/*.yaml``) and runners for the paper's comparisons."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``tdecomp`` console script (see :mod:`tdecomp.cli`)."""

@@ -1,0 +1,34 @@
+"""``tdecomp compare RUN_DIR …``: paper-style tables and accuracy-vs-parameters figures."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "tables (Markdown/CSV/LaTeX, mean ± std over seeds) and accuracy-vs-params figures across runs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", help="run folders or folders containing them")
+    parser.add_argument("--out", default=None, help="where to write tables/figures (default: first RUN_DIR)")
+    parser.add_argument(
+        "--by",
+        default="model,family,method,rank",
+        help="config keys that define a row (default: model,family,method,rank)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from analysis.compare import plot_accuracy_vs_params
+
+    from ..results import aggregate, load_runs, to_markdown, write_tables
+
+    keys = tuple(k for k in args.by.split(",") if k)
+    rows = aggregate(load_runs(args.runs), keys=keys)
+    out = Path(args.out or args.runs[0])
+    paths = write_tables(rows, keys, out, stem="comparison")
+    figures = plot_accuracy_vs_params(rows, out / "comparison_accuracy_vs_params")
+    print(to_markdown(rows, keys))
+    print("wrote " + ", ".join(str(p) for p in [*paths.values(), *figures]))
+    return 0

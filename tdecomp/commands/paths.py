@@ -1,0 +1,26 @@
+"""Where the packaged experiment configs live."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+
+def default_config(name: str) -> Path:
+    """``experiments/configs/<name>.yaml`` of the installed package."""
+    path = Path(str(resources.files("experiments") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        raise FileNotFoundError(f"no packaged config {name!r} at {path}")
+    return path
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A YAML path as given, else the packaged config of that name (``digits`` → ``…/digits.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    try:
+        return default_config(path.stem if path.suffix in (".yaml", ".yml") else name_or_path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {name_or_path} does not exist (and no packaged config has "
+                                "that name)") from None

@@ -1,0 +1,179 @@
+"""Run configuration: a typed schema, YAML files and ``key=value`` command-line overrides.
+
+Every key is a field of :class:`TrainConfig`. Unknown keys and bad values are rejected with a
+message listing the valid ones. Overrides are parsed as YAML scalars (``rank=0.25`` is a float,
+``rank=8`` an int, ``rank=[8,8,3,3]`` a list) and dotted keys reach into dict-valued fields
+(``model_kwargs.width=2``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._validation import check_choice
+
+FAMILY_CHOICES_EXTRA = ("dense",)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "init": ("spectral", "random"),
+    "reg": ("fd", "wd", "none"),
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("step", "cosine", "constant"),
+    "amp": ("none", "bf16", "fp16"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (defaults: the paper's CIFAR recipe, shortened)."""
+
+    # what to train
+    model: str = "cnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {width: 2}
+    data: str = "digits"
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_dir: str = "data"
+    download: bool = False
+    subset: int = 0  # use only the first N training examples (0: all)
+    # factorization
+    family: str = "dense"  # dense | lowrank | cp | tucker | tt
+    rank: float | int | list[int] = 0.25  # float: parameter ratio; int/list: explicit ranks
+    init: str = "spectral"  # spectral | random
+    reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
+    skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
+    # optimization (paper: SGD 0.9, lr 0.1, batch 128, ×0.1 at 50% and 75%, wd 1e-4)
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    fd_coef: float | None = None  # Frobenius-decay λ; None: same as weight_decay (as the paper)
+    schedule: str = "step"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    epochs: int = 10
+    batch_size: int = 128  # global batch (split over DDP processes)
+    eval_batch_size: int = 512
+    grad_clip: float = 0.0  # max global grad norm (0: off)
+    # execution
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "none"  # none | bf16 | fp16 (CUDA)
+    compile: bool = False
+    channels_last: bool = False
+    workers: int = 0
+    out: str = "runs/default"
+    resume: bool = False
+    progress: bool = True
+    # analysis hooks (see analysis/)
+    track_every: int = 0  # DynamicsTracker every N steps (0: off)
+    norm_match: str = ""  # dynamics.jsonl of an FD run whose norm trajectory to impose
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad value and the valid ones."""
+        from .data import available_datasets
+        from .layers import available_families
+        from .models import available_models
+
+        check_choice("model", self.model, available_models())
+        check_choice("data", self.data, available_datasets())
+        check_choice("family", self.family, FAMILY_CHOICES_EXTRA + available_families())
+        for key, choices in CHOICES.items():
+            check_choice(key, getattr(self, key), choices)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(
+                f"device={self.device!r} is not valid; expected one of: 'auto', 'cpu', 'cuda', 'cuda:N'"
+            )
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be a positive int, got {getattr(self, key)!r}")
+        for key in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs", "grad_clip"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{key} must be a number ≥ 0, got {value!r}")
+        if self.fd_coef is not None and (not isinstance(self.fd_coef, (int, float)) or self.fd_coef < 0):
+            raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
+        if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be fractions of training in (0, 1), got {self.milestones!r}")
+        rank = self.rank
+        if isinstance(rank, bool) or not (
+            isinstance(rank, (int, float))
+            or (isinstance(rank, list) and all(isinstance(r, int) for r in rank))
+        ):
+            raise ValueError(f"rank must be a float ratio, an int or a list of ints, got {rank!r}")
+
+    @property
+    def frobenius_coef(self) -> float:
+        """λ of Frobenius decay (only used with ``reg=fd``)."""
+        return float(self.weight_decay if self.fd_coef is None else self.fd_coef)
+
+    @property
+    def factor_rank(self) -> float | int | tuple[int, ...]:
+        """``rank`` as tdecomp.factorize expects it (lists become tuples)."""
+        return tuple(self.rank) if isinstance(self.rank, list) else self.rank
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in valid:
+                hint = difflib.get_close_matches(key, valid, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ValueError(f"unknown config key {key!r}{suggestion}; valid keys: {', '.join(valid)}")
+        return cls(**values)
+
+    def to_yaml(self, path: Path | str) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` → ``{"a": 1, "b": {"c": "x"}}`` with YAML-typed values."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {pair!r} is not of the form key=value")
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | dict[str, Any] = ()) -> TrainConfig:
+    """Defaults ← YAML file ``path`` (if any) ← overrides, validated."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path} must hold a mapping of keys to values")
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(list(overrides))
+    return TrainConfig.from_dict(_merge(values, overrides))

@@ -1,0 +1,385 @@
+"""The training loop: any model × any family × SI/random init × FD/WD, CPU or GPU, resumable.
+
+Files written to ``config.out`` (main process only):
+
+- ``config.yaml`` — the full configuration;
+- ``metrics.jsonl`` — one record per epoch: ``epoch`` (1-based), ``step``, ``lr``, ``train_loss``,
+  ``train_acc``, ``test_loss``, ``test_acc`` (+ task metrics such as ``test_bleu``), ``time_s``;
+- ``last.pt`` / ``previous.pt`` — atomic checkpoints (model, optimizer, scheduler, scaler, RNG,
+  callbacks), written every epoch; ``resume=true`` continues from ``last.pt``;
+- ``summary.json`` — final ``test_acc``, ``params``, ``dense_params``, ``param_ratio``, …
+
+Regularization (``reg``): ``fd`` adds λ/2·Σ‖W‖²_F of the factorized products to the loss and gives
+factors no plain weight decay; ``wd`` puts plain weight decay on the factors (the baseline the
+paper criticizes); ``none`` neither. Dense weights keep plain weight decay in every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from .. import data as datasets
+from .. import models
+from ..config import TrainConfig
+from ..regularize import frobenius_decay, param_groups
+from ..surgery import factorize_model, summarize
+from .callbacks import Callback, StepInfo
+from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .distributed import barrier, init_distributed
+from .schedule import lr_multiplier
+
+METRICS, SUMMARY, CONFIG = "metrics.jsonl", "summary.json", "config.yaml"
+log = logging.getLogger("tdecomp.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} requested but CUDA is not available; use device=cpu or auto")
+    return device
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors inside (nested) tuples, lists and dicts to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _write_json_atomic(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Builds data, model (factorized per ``config.family``), optimizer and schedule, then trains.
+
+    Public attributes (the callback contract, see :mod:`tdecomp.train.callbacks`): ``config``,
+    ``model`` (unwrapped), ``optimizer``, ``scheduler``, ``out_dir``, ``device``, ``epoch``,
+    ``global_step``, ``is_main``, ``steps_per_epoch``.
+    """
+
+    def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
+        self.config = config
+        self.out_dir = Path(config.out)
+        self.device = resolve_device(config.device)
+        self.dist = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.is_main = self.dist.is_main
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("amp='fp16' needs a CUDA device; use amp=bf16 or amp=none on CPU")
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"batch_size={config.batch_size} must be divisible by the "
+                f"{self.dist.world_size} distributed processes"
+            )
+        seed_everything(config.seed)
+
+        self.data = datasets.create(
+            config.data,
+            root=config.data_dir,
+            download=config.download,
+            seed=config.seed,
+            subset=config.subset,
+            **config.data_kwargs,
+        )
+        self.task = self.data.task
+        model = models.create(config.model, **self.data.model_kwargs, **config.model_kwargs)
+        self.dense_params = sum(p.numel() for p in model.parameters())
+        if config.family != "dense":
+            skip = config.skip if isinstance(config.skip, str) else set(config.skip)
+            factorize_model(
+                model,
+                config.family,
+                config.factor_rank,
+                init=config.init,
+                skip=skip,
+                progress=self.is_main and config.progress,
+            )
+        model.to(self.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+
+        self.optimizer = self._build_optimizer()
+        self.sampler = DistributedSampler(
+            self.data.train,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=config.seed,
+        )
+        loader_kw = dict(
+            num_workers=config.workers,
+            collate_fn=self.data.collate_fn,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=config.workers > 0,
+        )
+        self.train_loader = DataLoader(
+            self.data.train,
+            batch_size=config.batch_size // self.dist.world_size,
+            sampler=self.sampler,
+            **loader_kw,
+        )
+        self.test_loader = DataLoader(self.data.test, batch_size=config.eval_batch_size, **loader_kw)
+        self.steps_per_epoch = len(self.train_loader)
+        total_steps = config.epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lr_multiplier(
+                config.schedule,
+                total_steps,
+                round(config.warmup_epochs * self.steps_per_epoch),
+                config.milestones,
+                config.gamma,
+            ),
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        forward: nn.Module = model
+        if self.dist.enabled:
+            forward = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.forward_model = torch.compile(forward) if config.compile else forward
+        self.callbacks: list[Callback] = [*callbacks, *self._config_callbacks()]
+        self.epoch = 0
+        self.global_step = 0
+        self.elapsed = 0.0
+
+    # ------------------------------------------------------------------ construction helpers
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0)
+        if cfg.reg == "none":
+            for g in groups:
+                if g["name"] == "factors":
+                    g["weight_decay"] = 0.0
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+
+    def _config_callbacks(self) -> list[Callback]:
+        """Callbacks that config keys switch on (analysis tools, imported only when used)."""
+        return []
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            log.info(message)
+
+    # ------------------------------------------------------------------ run
+    def fit(self) -> dict[str, Any]:
+        """Train (or continue) to ``config.epochs`` epochs; returns the summary."""
+        start_epoch = self._start()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        for epoch in range(start_epoch, self.config.epochs):
+            self.epoch = epoch
+            tic = time.perf_counter()
+            sums = self._train_epoch(epoch)
+            self._end_epoch(epoch, sums, tic)
+        summary = self._summary()
+        for cb in self.callbacks:
+            cb.on_train_end(self, summary)
+        return summary
+
+    def _start(self) -> int:
+        """Fresh start or resume; returns the first epoch to run."""
+        cfg, out = self.config, self.out_dir
+        has_checkpoint = (out / LAST).exists()
+        if has_checkpoint and not cfg.resume:
+            raise FileExistsError(
+                f"{out} already holds a run ({LAST}); pass resume=true to continue it or choose another out="
+            )
+        barrier(self.dist)
+        state = load_checkpoint(out, map_location=self.device) if cfg.resume else None
+        if state is None:
+            if self.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                cfg.to_yaml(out / CONFIG)
+                (out / METRICS).write_text("")
+            params = sum(p.numel() for p in self.model.parameters())
+            self.log(
+                f"{cfg.model} on {cfg.data}, family={cfg.family}: {params:,} parameters "
+                f"({params / self.dense_params:.3f} of dense), {self.steps_per_epoch} steps/epoch"
+            )
+            return 0
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+            cb.load_state_dict(cb_state)
+        set_rng_state(state["rng"])
+        self.global_step, self.elapsed = state["global_step"], state["elapsed"]
+        if self.is_main:  # drop records written after the checkpoint (a crash between the two)
+            records = [r for r in self._records() if r["epoch"] <= state["epoch"]]
+            (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
+        self.log(f"resuming {out} after epoch {state['epoch']} (step {self.global_step})")
+        return state["epoch"]
+
+    def _records(self) -> list[dict]:
+        path = self.out_dir / METRICS
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+    def _batches(self, loader: DataLoader) -> Iterator[Any]:
+        for batch in loader:
+            yield to_device(batch, self.device)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.config
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        sums: dict[str, float] = defaultdict(float)
+        bar = tqdm(
+            self._batches(self.train_loader),
+            total=self.steps_per_epoch,
+            leave=False,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (self.is_main and cfg.progress),
+        )
+        for batch in bar:
+            with self._autocast():
+                loss, stats = self.task.training_step(self.forward_model, batch)
+            objective = loss
+            if cfg.reg == "fd" and cfg.family != "dense":
+                objective = loss + 0.5 * cfg.frobenius_coef * frobenius_decay(self.model)
+            value = float(objective.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss became {value} at epoch {epoch + 1}, step {self.global_step + 1}; training "
+                    f"stopped and the last good checkpoint ({self.out_dir / LAST}, if any) is kept. "
+                    "Lower lr or check the data."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(objective).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            for cb in self.callbacks:
+                cb.on_before_optimizer_step(self)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.global_step += 1
+            for key, v in stats.items():
+                sums[key] += v
+            info = StepInfo(self.global_step, epoch, value, self.optimizer.param_groups[0]["lr"])
+            for cb in self.callbacks:
+                cb.on_step_end(self, info)
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        return self._reduce(sums)
+
+    def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
+        """Sum the per-process epoch statistics over all processes."""
+        if not self.dist.enabled:
+            return dict(sums)
+        keys = sorted(sums)
+        values = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(values)
+        return dict(zip(keys, values.tolist()))
+
+    def _end_epoch(self, epoch: int, sums: dict[str, float], tic: float) -> None:
+        record: dict[str, Any] = {}
+        if self.is_main:
+            self.model.eval()
+            with torch.no_grad(), self._autocast():
+                metrics = self.task.evaluate(self.model, self._batches(self.test_loader))
+            count = max(sums.get("count", 0.0), 1.0)
+            self.elapsed += time.perf_counter() - tic
+            record = {
+                "epoch": epoch + 1,
+                "step": self.global_step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": sums.get("loss_sum", 0.0) / count,
+                "train_acc": sums.get("correct", 0.0) / count,
+                **metrics,
+                "time_s": round(self.elapsed, 3),
+            }
+            with open(self.out_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_checkpoint(
+                {
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "callbacks": [cb.state_dict() for cb in self.callbacks],
+                    "rng": rng_state(),
+                    "epoch": epoch + 1,
+                    "global_step": self.global_step,
+                    "elapsed": self.elapsed,
+                },
+                self.out_dir,
+            )
+            self.log(
+                f"epoch {epoch + 1}/{self.config.epochs}  train_loss {record['train_loss']:.4f}  "
+                f"train_acc {record['train_acc']:.4f}  test_loss {record['test_loss']:.4f}  "
+                f"test_acc {record['test_acc']:.4f}  lr {record['lr']:.3g}  {record['time_s']:.1f}s"
+            )
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+        barrier(self.dist)
+
+    def _summary(self) -> dict[str, Any]:
+        records = self._records() if self.is_main else []
+        if not records:
+            return {}
+        params = sum(p.numel() for p in self.model.parameters())
+        cfg, last = self.config, records[-1]
+        summary = {
+            **{k: v for k, v in last.items() if k.startswith("test_")},
+            "best_test_acc": max(r["test_acc"] for r in records),
+            "params": params,
+            "dense_params": self.dense_params,
+            "param_ratio": params / self.dense_params,
+            "factorized_layer_ratio": summarize(self.model).ratio if cfg.family != "dense" else 1.0,
+            "epochs": last["epoch"],
+            "time_s": last["time_s"],
+            **{k: getattr(cfg, k) for k in ("model", "data", "family", "rank", "init", "reg", "seed")},
+        }
+        _write_json_atomic(self.out_dir / SUMMARY, summary)
+        return summary
+
+
+def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run ``config`` to completion (or continue it with ``resume=true``); returns the summary."""
+    try:
+        return Trainer(config, callbacks).fit()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
