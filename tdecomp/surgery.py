@@ -1,4 +1,8 @@
-"""Model surgery: factorize single layers or whole models to a budget, and collapse them back."""
+"""Model surgery: factorize single layers or whole models to a budget, and collapse them back.
+
+Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv2d`` (``"conv"``) and ``nn.MultiheadAttention``
+(``"attention"``, replaced by :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._budget import allocate
+from ._validation import check_choice
+from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .layers.base import FactorizedLayer, Rank, get_family
 from .layers.spec import DenseSpec
 
@@ -21,25 +27,33 @@ log = logging.getLogger("tdecomp")
 
 SkipRule = str | Collection[str] | Callable[[str, nn.Module], bool]
 BUDGET_TOLERANCE = 0.02
+TARGETS = {"linear": nn.Linear, "conv": nn.Conv2d, "attention": nn.MultiheadAttention}
+DEFAULT_TARGETS = ("linear", "conv")
+Replaceable = FactorizedLayer | FactorizedMultiheadAttention
 
 
 def factorize(
     module: nn.Module, family: str, rank: Rank, init: str = "spectral", **options: Any
-) -> FactorizedLayer:
-    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv2d``.
+) -> Replaceable:
+    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv2d``/``nn.MultiheadAttention``.
 
     Args:
         module: the dense layer (any kernel size, stride, padding incl. ``'same'``, dilation,
-            bias; ``groups > 1`` raises ``NotImplementedError``).
-        family: one of :func:`tdecomp.available_families` (``lowrank``, ``cp``, ``tucker``, ``tt``).
+            bias; ``groups > 1`` raises ``NotImplementedError``), or an attention module.
+        family: one of :func:`tdecomp.available_families` (``lowrank``, ``cp``, ``tucker``, ``tt``);
+            for attention ``lowrank`` (per-head QKᵀ/OVᵀ factors) or ``tucker`` (across heads).
         rank: float = target parameter ratio to the dense weight; int or tuple = explicit ranks
-            in the family's terms (see the family's class docstring).
+            in the family's terms (see the family's class docstring, or
+            :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`).
         init: ``"spectral"`` decomposes ``module.weight`` (for a fresh module, its default init —
             spectral initialization; for a trained one, compression); ``"random"`` draws
             balanced factors whose product has the variance of ``module.weight``.
-        **options: ``implementation`` (``"factorized"``/``"reconstructed"``) and family options
-            (e.g. Tucker's ``fixed_spatial``).
+        **options: ``implementation`` (``"auto"``, the default, / ``"factorized"`` /
+            ``"reconstructed"``) and family options
+            (e.g. Tucker's ``fixed_spatial``); attention takes none.
     """
+    if isinstance(module, nn.MultiheadAttention):
+        return FactorizedMultiheadAttention.from_dense(module, rank, family=family, init=init)
     return get_family(family).from_dense(module, rank, init=init, **options)
 
 
@@ -50,13 +64,21 @@ def _default_skip(model: nn.Module) -> set[str]:
     return set(convs[:1] + linears[-1:])
 
 
-def eligible_layers(model: nn.Module, skip: SkipRule = "default") -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of the Linear/Conv2d layers :func:`factorize_model` would replace.
+def eligible_layers(
+    model: nn.Module, skip: SkipRule = "default", targets: Collection[str] = DEFAULT_TARGETS
+) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the layers :func:`factorize_model` would replace.
 
+    ``targets`` picks the module types: ``"linear"`` (``nn.Linear``, e.g. feed-forward blocks),
+    ``"conv"`` (``nn.Conv2d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole).
     Excluded: layers matched by ``skip`` (``"default"``: first conv and last Linear; a collection
-    of qualified module names; or a predicate ``(name, module) -> bool``), grouped convs, and
-    Linear layers owned by ``nn.MultiheadAttention`` (it reads their weights directly).
+    of qualified module names; or a predicate ``(name, module) -> bool``, which then also sees
+    attention modules), grouped convs, and Linear layers owned by ``nn.MultiheadAttention`` (it
+    reads their weights directly; target ``"attention"`` to factorize it).
     """
+    for t in targets:
+        check_choice("targets", t, TARGETS)
+    kinds = tuple(TARGETS[t] for t in targets)
     if isinstance(skip, str):
         if skip != "default":
             raise ValueError(f"skip={skip!r} is not valid; expected 'default', a collection of "
@@ -77,7 +99,7 @@ def eligible_layers(model: nn.Module, skip: SkipRule = "default") -> list[tuple[
     }
     out = []
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, nn.Conv2d)) or name in inside_attention:
+        if not isinstance(module, kinds) or name in inside_attention:
             continue
         if isinstance(module, nn.Conv2d) and module.groups != 1:
             log.info("tdecomp: leaving %s dense (groups=%d)", name, module.groups)
@@ -92,6 +114,19 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
+def _budget_terms(
+    module: nn.Module, family: str, options: dict[str, Any]
+) -> tuple[Callable[[float], tuple[int, ...]], Callable[[tuple[int, ...]], int], int]:
+    """For one layer: ranks at a rank scale, parameters (incl. biases) at given ranks, dense parameters."""
+    if isinstance(module, nn.MultiheadAttention):
+        att = AttentionSpec.from_module(module)
+        return (partial(ATTENTION_FAMILIES.get(family).ranks_at_scale, att),
+                partial(FactorizedMultiheadAttention.total_params, att, family), att.num_params)
+    cls, spec = get_family(family), DenseSpec.from_module(module)
+    return (partial(cls._ranks_at_scale, spec, **options),
+            lambda r: cls.count_params(spec, r) + spec.num_params - spec.weight_numel, spec.num_params)
+
+
 def factorize_model(
     model: nn.Module,
     family: str,
@@ -99,6 +134,7 @@ def factorize_model(
     init: str = "spectral",
     skip: SkipRule = "default",
     progress: bool = True,
+    targets: Collection[str] = DEFAULT_TARGETS,
     **options: Any,
 ) -> nn.Module:
     """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
@@ -108,27 +144,33 @@ def factorize_model(
     biases) within ±2% (single layers then move one rank step to close the gap), as the paper's
     ``make.py`` does; the achieved ratio is logged, a miss
     (e.g. a ratio below what rank 1 needs) warned about, and :func:`summarize` reports it any
-    time. An int/tuple ``rank`` is applied to every layer. See :func:`factorize` for the rest.
+    time. An int/tuple ``rank`` is applied to every layer. ``targets`` chooses what to replace
+    (see :func:`eligible_layers`): the default keeps attention dense; ``("attention",)``
+    factorizes only attention, ``("linear", "attention")`` feed-forward and attention layers.
+    To use different families for attention and the rest, call this once per target.
+    See :func:`factorize` for the rest.
     """
-    cls = get_family(family)
-    targets = eligible_layers(model, skip)
-    if not targets:
-        raise ValueError("model has no eligible nn.Linear/nn.Conv2d layer to factorize "
-                         f"(skip={skip!r})")
+    get_family(family)
+    layers = eligible_layers(model, skip, targets)
+    if not layers:
+        raise ValueError(f"model has no eligible layer to factorize (targets={tuple(targets)!r}, "
+                         f"skip={skip!r})")
+    if any(isinstance(m, nn.MultiheadAttention) for _, m in layers):
+        ATTENTION_FAMILIES.get(family)  # fail before any layer is replaced
     ranks: list[Rank]
     if isinstance(rank, float) and not isinstance(rank, bool):
         if not math.isfinite(rank) or rank <= 0:
             raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
-        specs = [DenseSpec.from_module(m) for _, m in targets]
+        terms = [_budget_terms(m, family, options) for _, m in layers]
         ranks = allocate(
-            [partial(cls._ranks_at_scale, s, **options) for s in specs],
-            lambda i, r: cls.count_params(specs[i], r) + specs[i].num_params - specs[i].weight_numel,
-            rank * sum(s.num_params for s in specs),
+            [ranks_at for ranks_at, _, _ in terms],
+            lambda i, r: terms[i][1](r),
+            rank * sum(dense for _, _, dense in terms),
         )
     else:
-        ranks = [rank] * len(targets)
+        ranks = [rank] * len(layers)
     for (name, module), layer_rank in tqdm(
-        list(zip(targets, ranks)), desc=f"factorize ({family})", disable=not progress, leave=False
+        list(zip(layers, ranks)), desc=f"factorize ({family})", disable=not progress, leave=False
     ):
         _replace(model, name, factorize(module, family, layer_rank, init=init, **options))
     report = summarize(model)
@@ -146,9 +188,10 @@ def collapse_model(model: nn.Module) -> nn.Module:
     """Replace every factorized layer by its dense equivalent (``to_dense``), in place.
 
     After overcomplete training ("knowledge distillation without a teacher") this yields the
-    compact dense model used for inference and parameter counts.
+    compact dense model used for inference and parameter counts. Factorized attention becomes
+    ``nn.MultiheadAttention`` (see its ``to_dense`` for when that is possible).
     """
-    names = [n for n, m in model.named_modules() if isinstance(m, FactorizedLayer)]
+    names = [n for n, m in model.named_modules() if isinstance(m, Replaceable)]
     for name in names:
         _replace(model, name, model.get_submodule(name).to_dense())
     return model
@@ -198,7 +241,7 @@ def summarize(model: nn.Module) -> FactorizationReport:
     return FactorizationReport(tuple(
         LayerReport(name, m.family, m.rank, m.num_params, m.spec.num_params)
         for name, m in model.named_modules()
-        if isinstance(m, FactorizedLayer)
+        if isinstance(m, Replaceable)
     ))
 
 

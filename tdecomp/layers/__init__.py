@@ -1,5 +1,6 @@
 """Factorized layers: one base class, one file per family, one registry."""
 
+from .attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .base import (
     IMPLEMENTATIONS,
     Factorized,
@@ -15,11 +16,14 @@ from .tt import TTLayer
 from .tucker import TuckerLayer
 
 __all__ = [
+    "ATTENTION_FAMILIES",
     "IMPLEMENTATIONS",
+    "AttentionSpec",
     "CPLayer",
     "DenseSpec",
     "Factorized",
     "FactorizedLayer",
+    "FactorizedMultiheadAttention",
     "LowRankLayer",
     "TTLayer",
     "TuckerLayer",
