@@ -12,7 +12,8 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from functools import lru_cache
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,15 @@ from ..init import INIT_METHODS, balanced_std
 from .spec import Axis, DenseSpec
 
 Rank = int | float | Sequence[int]
-IMPLEMENTATIONS = ("factorized", "reconstructed")
+IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
+
+# Cost model of ``implementation="auto"`` (see :meth:`FactorizedLayer.choose_implementation`), in
+# multiply-accumulate (MAC) equivalents: an activation element stored for backward costs a write
+# now and reads in backward (memory-bound, ~MEMORY_COST MACs); a separate op costs dispatch,
+# allocation and a layout reorder in oneDNN/cuDNN (~OP_COST MACs). Calibrated on CPU with
+# ``tdecomp bench --suite layers``; they only matter near the break-even point.
+MEMORY_COST = 4
+OP_COST = 1 << 16
 
 FAMILIES: Registry[type[FactorizedLayer]] = Registry("family")
 
@@ -52,6 +61,78 @@ def available_families() -> tuple[str, ...]:
 def get_family(name: str) -> type[FactorizedLayer]:
     """The layer class registered as ``name``; ``ValueError`` listing the valid names otherwise."""
     return FAMILIES.get(name)
+
+
+def matricize(weight: Tensor, spec: DenseSpec) -> Tensor:
+    """The (c_out·k_h) × (c_in·k_w) matrix W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w] of a dense weight.
+
+    ``weight`` has shape ``spec.weight_shape``; a Linear weight (c_out, c_in) is returned as is.
+    This is the matricization the low-rank family factorizes, and the one whose singular values
+    :meth:`FactorizedLayer.singular_values` reports for every family (so spectra are comparable).
+    """
+    o, i = spec.out_channels, spec.in_channels
+    kh, kw = spec.kernel_size
+    return weight.reshape(o, i, kh, kw).permute(0, 2, 1, 3).reshape(o * kh, i * kw)
+
+
+class Cost(NamedTuple):
+    """Forward cost of one implementation of a layer, for the ``"auto"`` choice and benchmarks.
+
+    Per sample (an image for a conv, a row for a Linear): ``macs`` and stored ``activations``
+    (elements kept for backward). Per call: ``fixed_macs`` and ``fixed_memory`` (elements) of
+    building per-call weights (e.g. W itself), and the number of ``ops``.
+    """
+
+    macs: int
+    activations: int
+    fixed_macs: int
+    fixed_memory: int
+    ops: int
+
+    def total_macs(self, batch: int) -> int:
+        """Multiply-accumulates of one forward on ``batch`` samples: N·macs + fixed_macs."""
+        return batch * self.macs + self.fixed_macs
+
+    def total(self, batch: int) -> int:
+        """MAC equivalents N·(macs + κ_m·act) + fixed_macs + κ_m·fixed_memory + κ_op·ops."""
+        memory = batch * self.activations + self.fixed_memory
+        return self.total_macs(batch) + MEMORY_COST * memory + OP_COST * self.ops
+
+
+def conv_grid(spec: DenseSpec, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(h_in, w_in, h_out, w_out)``: input and dense output spatial sizes; all 1 for a Linear.
+
+    h_out = ⌊(h_in + pad_top + pad_bottom − d_h(k_h − 1) − 1) / s_h⌋ + 1, likewise for w. The
+    per-axis stages of the factorized forward see (h_in, w_out) or (h_out, w_in) grids; h_in, w_in
+    include the padding when :meth:`DenseSpec.pad_input` applies it up front.
+    """
+    if not spec.is_conv:
+        return (1, 1, 1, 1)
+    top, bottom, left, right = spec.pads
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    h_out = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    w_out = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    if spec.padding_mode != "zeros" or top != bottom or left != right:  # as DenseSpec.pad_input
+        height, width = height + top + bottom, width + left + right
+
+    return (height, width, h_out, w_out)
+
+
+
+@lru_cache(maxsize=4096)
+def _auto_choice(
+    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: tuple[int, int, int, int]
+) -> str:
+    """``"factorized"`` or ``"reconstructed"``, whichever :class:`Cost` is lower (ties: factorized).
+
+    A pure function of shapes (never of weight values), so caching it cannot go stale.
+    """
+    try:
+        factorized = cls._factorized_cost(spec, rank, grid).total(batch)
+        reconstructed = cls._reconstructed_cost(spec, rank, grid).total(batch)
+    except NotImplementedError:
+        return "factorized"
+    return "factorized" if factorized <= reconstructed else "reconstructed"
 
 
 class Factorized(nn.Module, ABC):
@@ -82,7 +163,8 @@ class FactorizedLayer(Factorized):
         spec: geometry of the dense layer it replaces (:class:`DenseSpec`).
         rank: explicit ranks in the family's own terms (see :meth:`resolve_rank`).
         implementation: ``"factorized"`` convolves/multiplies by the factors in sequence;
-            ``"reconstructed"`` builds W and runs the dense op (cheaper for tiny batches).
+            ``"reconstructed"`` builds W and runs the dense op (cheaper for tiny batches or
+            ranks near full); ``"auto"`` (default) picks one per call by :meth:`choose_implementation`.
 
     Shapes: a Linear layer maps ``(*, c_in) → (*, c_out)``; a conv ``(N, c_in, H, W) →
     (N, c_out, H', W')`` exactly as the dense layer with weight :meth:`reconstruct` would.
@@ -97,7 +179,7 @@ class FactorizedLayer(Factorized):
         spec: DenseSpec,
         rank: Sequence[int],
         *,
-        implementation: str = "factorized",
+        implementation: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -171,6 +253,50 @@ class FactorizedLayer(Factorized):
     def _random_init_terms(self) -> int:
         """Number of factor products summed in each reconstructed entry (for :func:`balanced_std`)."""
 
+    # ------------------------------------------------------------------ cost model (optional)
+    # A family without these still works: ``"auto"`` then always runs ``"factorized"``.
+    @classmethod
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
+        """:class:`Cost` of :meth:`_forward_factorized` on one sample of spatial ``grid`` (:func:`conv_grid`)."""
+        raise NotImplementedError(f"family {cls.family!r} has no cost model")
+
+    @classmethod
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+        """MACs of one :meth:`reconstruct` call."""
+        raise NotImplementedError(f"family {cls.family!r} has no cost model")
+
+    # ------------------------------------------------------------------ dynamics (analysis/)
+    # Not abstract so that families written before them stay valid; the built-in families
+    # override all three with factor-only computations.
+    def inner(self, other: Sequence[Tensor]) -> Tensor:
+        """⟨W, W'⟩_F, where W' is the weight this layer would have with ``other`` as its factors.
+
+        ``other`` matches :meth:`factors` entry by entry (same shapes, e.g. a detached snapshot
+        of this layer's factors at an earlier step). Families compute it from cross-Gram
+        matrices of the two factor sets, never reconstructing W or W'; ``inner(factors())``
+        equals :meth:`frobenius_sq`. Scalar tensor.
+        """
+        raise NotImplementedError(f"family {self.family!r} does not implement inner()")
+
+    def balancedness(self) -> Tensor:
+        """How far the factors are from balanced: a norm of quantities gradient flow conserves.
+
+        Each family sums ‖D‖²_F over the conserved Gram differences D of its adjacent factor
+        pairs and returns the square root (its docstring gives D). Gradient flow on any loss of
+        W alone (including Frobenius decay) leaves every D unchanged; plain weight decay λ on the
+        factors shrinks them as e^{−2λt}. Scalar tensor, 0 for balanced factors.
+        """
+        raise NotImplementedError(f"family {self.family!r} does not implement balancedness()")
+
+    def singular_values(self) -> Tensor:
+        """Singular values (descending) of W's matricization :func:`matricize`.
+
+        Default: reconstruct W and take ``svdvals`` of the (c_out·k_h) × (c_in·k_w) matrix,
+        O(numel(W)·min(c_out·k_h, c_in·k_w)); families with orthogonalizable factors override it
+        with QR of the factors and an SVD of a small core.
+        """
+        return torch.linalg.svdvals(matricize(self.reconstruct(), self.spec))
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def resolve_rank(cls, spec: DenseSpec, rank: Rank, **options: Any) -> tuple[int, ...]:
@@ -231,7 +357,7 @@ class FactorizedLayer(Factorized):
         module: nn.Module,
         rank: Rank,
         init: str = "spectral",
-        implementation: str = "factorized",
+        implementation: str = "auto",
         **options: Any,
     ) -> FactorizedLayer:
         """Factorize ``module`` (``nn.Linear`` or ``nn.Conv2d``); see :func:`tdecomp.factorize`."""
@@ -270,9 +396,56 @@ class FactorizedLayer(Factorized):
             bound = 1.0 / math.sqrt(self.spec.fan_in)
             self.bias.uniform_(-bound, bound)
 
+    # ------------------------------------------------------------------ cost model
+    @classmethod
+    def _reconstructed_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
+        """Build W once per call (``fixed_macs``; W is the ``fixed_memory``), then the dense op."""
+        _, _, h_out, w_out = grid
+        macs = h_out * w_out * spec.weight_numel
+        return Cost(macs, 0, cls._reconstruct_macs(spec, rank), spec.weight_numel, 2)
+
+    def _batch_and_grid(self, input_shape: Sequence[int]) -> tuple[int, tuple[int, int, int, int]]:
+        """Samples N (all leading dims; an unbatched conv input is one) and :func:`conv_grid`."""
+        if self.spec.is_conv:
+            return math.prod(input_shape[:-3]), conv_grid(self.spec, *input_shape[-2:])
+        return math.prod(input_shape[:-1]), conv_grid(self.spec, 1, 1)
+
+    def macs(self, input_shape: Sequence[int], implementation: str | None = None) -> int:
+        """Multiply-accumulates of one forward on an input of ``input_shape`` (:meth:`Cost.total_macs`).
+
+        ``implementation`` defaults to the one :meth:`forward` runs. The dense layer's count is
+        N·h_out·w_out·numel(W); the ratio of the two is the benchmarks' FLOP ratio.
+        """
+        impl = self.choose_implementation(input_shape) if implementation is None else implementation
+        check_choice("implementation", impl, IMPLEMENTATIONS[:2])
+        batch, grid = self._batch_and_grid(input_shape)
+        cost = self._factorized_cost if impl == "factorized" else self._reconstructed_cost
+        return cost(self.spec, self.rank, grid).total_macs(batch)
+
+    def choose_implementation(self, input_shape: Sequence[int]) -> str:
+        """The implementation :meth:`forward` runs on an input of ``input_shape``.
+
+        For ``"auto"``, the one with the lower forward cost (the backward pass costs ≈ 2× the
+        forward in both, so the choice holds for fwd+bwd):
+
+            factorized:    N·(Σ_stages MACs + κ_m·Σ_stages stored activations) + per-call kernel
+                           building (e.g. Tucker's G ×₃ U_h ×₄ U_w) + κ_op·#ops
+            reconstructed: N·h_out·w_out·numel(W) + MACs(reconstruct) + κ_m·numel(W) + 2κ_op
+
+        N = samples (batch × any extra leading dims), κ_m = ``MEMORY_COST``, κ_op = ``OP_COST``;
+        each family's :meth:`_factorized_cost` counts its stages on the grids they see (strides
+        included). Factorized wins for ratios < 1 on all but tiny N·h·w; reconstructed wins for
+        e.g. overcomplete low-rank layers or batch-1 inference on small feature maps. The choice
+        depends on shapes only — cached per shape, never on weights, which change every step.
+        """
+        if self.implementation != "auto":
+            return self.implementation
+        batch, grid = self._batch_and_grid(input_shape)
+        return _auto_choice(type(self), self.spec, self.rank, batch, grid)
+
     # ------------------------------------------------------------------ the interface
     def forward(self, x: Tensor) -> Tensor:
-        if self.implementation == "reconstructed":
+        if self.choose_implementation(x.shape) == "reconstructed":
             return self.spec.functional(x, self.reconstruct(), self.bias)
         pad = (0, 0)
         if self.spec.is_conv:

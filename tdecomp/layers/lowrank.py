@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .base import FactorizedLayer, register_family
+from .base import Cost, FactorizedLayer, matricize, register_family
 from .spec import DenseSpec
+
+
+def balanced_svd(matrix: Tensor, r: int) -> tuple[Tensor, Tensor]:
+    """Balanced rank-``r`` truncated SVD of ``matrix`` (*, m, n), batched over leading dims.
+
+    With M = PΣQᵀ, returns U = P_rΣ_r^{1/2} (*, m, r) and V = Q_rΣ_r^{1/2} (*, n, r): U Vᵀ is the
+    best rank-r approximation and UᵀU = VᵀV = Σ_r (the paper's spectral initialization).
+    """
+    p, s, qh = torch.linalg.svd(matrix, full_matrices=False)
+    root = s[..., None, :r].sqrt()
+    return p[..., :r] * root, qh[..., :r, :].mT * root
+
+
+def product_frobenius_sq(u: Tensor, v: Tensor) -> Tensor:
+    """Σ over leading dims of ‖U Vᵀ‖²_F = tr((UᵀU)(VᵀV)) for U (*, m, r), V (*, n, r).
+
+    O((m+n)r²) per matrix; U Vᵀ (m, n) is never formed.
+    """
+    return ((u.mT @ u) * (v.mT @ v)).sum()
 
 
 @register_family("lowrank")
@@ -76,9 +96,7 @@ class LowRankLayer(FactorizedLayer):
         return self.U if self.M is None else self.U @ self.M
 
     def _matricize(self, weight: Tensor) -> Tensor:
-        o, i = self.spec.out_channels, self.spec.in_channels
-        kh, kw = self.spec.kernel_size
-        return weight.reshape(o, i, kh, kw).permute(0, 2, 1, 3).reshape(o * kh, i * kw)
+        return matricize(weight, self.spec)
 
     def reconstruct(self) -> Tensor:
         o, i = self.spec.out_channels, self.spec.in_channels
@@ -87,10 +105,11 @@ class LowRankLayer(FactorizedLayer):
         return w.reshape(o, kh, i, kw).permute(0, 2, 1, 3).reshape(self.spec.weight_shape)
 
     def frobenius_sq(self) -> Tensor:
-        gu, gv = self.U.T @ self.U, self.V.T @ self.V
+        """‖U Vᵀ‖²_F = tr((UᵀU)(VᵀV)) in O((m+n)r²); overcomplete (r ≥ min(m, n)): ‖U M Vᵀ‖²_F from
+        the (m, n) product itself, O(mr(r+n)), cheaper than any r × r Gram identity (O(r³))."""
         if self.M is None:
-            return (gu * gv).sum()
-        return ((gu @ self.M) * (self.M @ gv)).sum()
+            return product_frobenius_sq(self.U, self.V)
+        return (self._left() @ self.V.T).pow(2).sum()
 
     def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
         left = self._left()
@@ -110,13 +129,14 @@ class LowRankLayer(FactorizedLayer):
         rows, U = PΣ^{1/3}A, M = AᵀΣ^{1/3}B, V = QΣ^{1/3}B, so U M Vᵀ = PΣQᵀ = W exactly and
         the three factors are balanced (UᵀU = MMᵀ, MᵀM = VᵀV).
         """
-        p, s, qh = torch.linalg.svd(self._matricize(weight.to(self.U.dtype)), full_matrices=False)
+        matrix = self._matricize(weight.to(self.U.dtype))
         (r,) = self.rank
         if self.M is None:
-            root = s[:r].sqrt()
-            self.U.copy_(p[:, :r] * root)
-            self.V.copy_(qh[:r].T * root)
+            u, v = balanced_svd(matrix, r)
+            self.U.copy_(u)
+            self.V.copy_(v)
             return
+        p, s, qh = torch.linalg.svd(matrix, full_matrices=False)
         k = s.numel()
         a, b = (torch.linalg.qr(torch.randn(r, k, dtype=s.dtype, device=s.device))[0].T for _ in range(2))
         cube = s.pow(1.0 / 3.0)
@@ -127,3 +147,49 @@ class LowRankLayer(FactorizedLayer):
     def _random_init_terms(self) -> int:
         (r,) = self.rank
         return r if self.M is None else r * r
+
+    @classmethod
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
+        """1×k_w conv c_in→r on the (h_in, w_out) grid, then k_h×1 conv r→c_out on (h_out, w_out);
+        overcomplete: U M (m·r² MACs) per call."""
+        (r,) = rank
+        m, n = cls._dims(spec)
+        h_in, _, h_out, w_out = grid
+        left = (m * r * r, m * r) if r > min(m, n) else (0, 0)
+        return Cost(h_in * w_out * r * n + h_out * w_out * r * m, h_in * w_out * r, *left, 2 + (left[0] > 0))
+
+    @classmethod
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+        (r,) = rank
+        m, n = cls._dims(spec)
+        return m * n * r + (m * r * r if r > min(m, n) else 0)
+
+    def inner(self, other: Sequence[Tensor]) -> Tensor:
+        """⟨U Vᵀ, U'V'ᵀ⟩ = Σ (UᵀU') ∗ (VᵀV'); overcomplete: Σ (MᵀUᵀU'M') ∗ (VᵀV'). O((m+n)r² + r³)."""
+        u, *m, v = other
+        left = self.U.T @ u
+        if self.M is not None:
+            left = self.M.T @ left @ m[0]
+        return (left * (self.V.T @ v)).sum()
+
+    def balancedness(self) -> Tensor:
+        """‖UᵀU − VᵀV‖_F; overcomplete: (‖UᵀU − MMᵀ‖²_F + ‖MᵀM − VᵀV‖²_F)^{1/2}.
+
+        Gradient flow conserves UᵀU − VᵀV (the invariance U → UA⁻¹, V → VAᵀ); spectral init
+        makes it 0.
+        """
+        if self.M is None:
+            return torch.linalg.matrix_norm(self.U.T @ self.U - self.V.T @ self.V)
+        d1 = self.U.T @ self.U - self.M @ self.M.T
+        d2 = self.M.T @ self.M - self.V.T @ self.V
+        return torch.linalg.matrix_norm(torch.stack([d1, d2])).norm()
+
+    def singular_values(self) -> Tensor:
+        """From U = Q_U R_U, V = Q_V R_V: the singular values of the small R_U [M] R_Vᵀ.
+
+        O((m+n)r² + r³), W never formed.
+        """
+        r_u = torch.linalg.qr(self.U)[1]
+        r_v = torch.linalg.qr(self.V)[1]
+        core = r_u @ r_v.T if self.M is None else r_u @ self.M @ r_v.T
+        return torch.linalg.svdvals(core)

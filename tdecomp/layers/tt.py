@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 from .._decompositions import tt_svd
 from .._tltorch import TTTensor
 from ..init import balance_norms
-from .base import FactorizedLayer, register_family
+from .base import Cost, FactorizedLayer, register_family
 from .spec import DenseSpec
 
 
@@ -89,13 +90,16 @@ class TTLayer(FactorizedLayer):
         return tensor.movedim(-1, 0)
 
     def frobenius_sq(self) -> Tensor:
-        gram = None  # Σ over the left part: (r_k, r_k)
+        # Gram of the left part, (r_k, r_k): Γ_k = Σ_{a,n} (Γ_{k−1} G_k)[a, n, :]ᵀ G_k[a, n, :], as two
+        # plain matmuls per core (einsum's dispatch dominated this O(Σ n_k r³) term).
+        gram = None
         for core in self.weight.factors:
-            if gram is None:
-                gram = torch.einsum("anb,anc->bc", core, core)
-            else:
-                gram = torch.einsum("cnb,cnd->bd", torch.einsum("ac,anb->cnb", gram, core), core)
+            a, n, b = core.shape
+            rows = core.reshape(a * n, b)
+            left = rows if gram is None else (gram @ core.reshape(a, n * b)).reshape(a * n, b)
+            gram = left.T @ rows
         return gram.squeeze()
+
 
     def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
         first, *middle, last = self.weight.factors
@@ -115,3 +119,49 @@ class TTLayer(FactorizedLayer):
 
     def _random_init_terms(self) -> int:
         return math.prod(self.rank)
+
+    @classmethod
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
+        """1×1 conv c_in→r₁ on (h_in, w_in), k_h×1 conv r₁→r₂ on (h_out, w_in), 1×k_w conv r₂→r₃
+        and 1×1 conv r₃→c_out on (h_out, w_out)."""
+        h_in, w_in, h_out, w_out = grid
+        grids = (h_in * w_in, h_out * w_in, h_out * w_out, h_out * w_out)
+        if not spec.is_conv:
+            grids = (1, 1)
+        full = (1, *rank, 1)
+        shape = _tt_shape(spec)
+        macs = sum(g * a * n * b for g, a, n, b in zip(grids, full, shape, full[1:]))
+        activations = sum(g * b for g, b in zip(grids, full[1:-1]))
+        return Cost(macs, activations, 0, 0, len(shape))
+
+    @classmethod
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+        """Chain product: step k multiplies (Π_{j<k} n_j, r_{k−1}) by (r_{k−1}, n_k·r_k)."""
+        full, shape = (1, *rank, 1), _tt_shape(spec)
+        return sum(math.prod(shape[:k]) * full[k] * shape[k] * full[k + 1] for k in range(1, len(shape)))
+
+    def inner(self, other: Sequence[Tensor]) -> Tensor:
+        """⟨W, W'⟩ by contracting the chain of cross-Gram matrices Σ G_k ⊗ G'_k (r_k, r'_k):
+        O(Σ n_k r³)."""
+        gram = None  # Σ over the left part: (r_k, r'_k)
+        for core, other_core in zip(self.weight.factors, other):
+            if gram is None:
+                gram = torch.einsum("anb,anc->bc", core, other_core)
+            else:
+                gram = torch.einsum("cnb,cnd->bd", torch.einsum("ac,anb->cnb", gram, core), other_core)
+        return gram.squeeze()
+
+    def balancedness(self) -> Tensor:
+        """(Σ_k ‖G_kᴿᵀG_kᴿ − G_{k+1}ᴸG_{k+1}ᴸᵀ‖²_F)^{1/2} over the bonds k of the chain, with
+        G_kᴿ = G_k reshaped to (r_{k-1}·n_k, r_k) and G_{k+1}ᴸ = G_{k+1} reshaped to (r_k, n_{k+1}·r_{k+1}).
+
+        W is invariant under G_k → G_k A, G_{k+1} → A⁻¹G_{k+1} on bond k, so gradient flow
+        conserves each of these r_k × r_k differences.
+        """
+        cores = list(self.weight.factors)
+        diffs = []
+        for left, right in zip(cores, cores[1:]):
+            rows = left.reshape(-1, left.shape[-1])
+            cols = right.reshape(right.shape[0], -1)
+            diffs.append(torch.linalg.matrix_norm(rows.T @ rows - cols @ cols.T))
+        return torch.stack(diffs).norm()

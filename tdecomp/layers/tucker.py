@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 from .._decompositions import tucker_hooi
 from .._tltorch import TuckerTensor
 from ..init import balance_norms
-from .base import FactorizedLayer, register_family
+from .base import Cost, FactorizedLayer, register_family
 from .spec import DenseSpec
 
 _SMALL_KERNEL = 3
@@ -127,3 +128,51 @@ class TuckerLayer(FactorizedLayer):
 
     def _random_init_terms(self) -> int:
         return math.prod(self.rank)
+
+    @classmethod
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
+        """1×1 conv c_in→r_in on (h_in, w_in), k_h×k_w conv r_in→r_out and 1×1 conv r_out→c_out on
+        (h_out, w_out); per call the r_out·r_in·k_h·k_w kernel G ×₃ U_h ×₄ U_w."""
+        r_out, r_in, *r_spatial = rank
+        h_in, w_in, h_out, w_out = grid
+        kernel = r_out * r_in * math.prod(spec.spatial)
+        build = r_out * r_in * spec.spatial[0] * r_spatial[1] * (r_spatial[0] + spec.spatial[1]) if spec.is_conv else 0
+        macs = h_in * w_in * spec.in_channels * r_in + h_out * w_out * (kernel + r_out * spec.out_channels)
+        activations = h_in * w_in * r_in + h_out * w_out * r_out
+        return Cost(macs, activations, build, kernel if spec.is_conv else 0, 3 + spec.is_conv)
+
+    @classmethod
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+        """Mode product k maps the (r_k, …, r_N, n_1, …, n_{k−1}) tensor's r_k to n_k."""
+        shape, total = spec.weight_shape, 0
+        for k, n in enumerate(shape):
+            total += math.prod(rank[k:]) * math.prod(shape[:k]) * n
+        return total
+
+    def inner(self, other: Sequence[Tensor]) -> Tensor:
+        """⟨W, W'⟩ = ⟨G ×_k U'_kᵀU_k, G'⟩ for ``other`` = [G', U'_1, …]. O(Σ n_k r_k² + r·Σ r_k)."""
+        core, *factors = other
+        cross = [b.T @ a for a, b in zip(self.weight.factors, factors)]
+        return (_mode_products(self.weight.core, cross) * core).sum()
+
+    def balancedness(self) -> Tensor:
+        """(Σ_k ‖U_kᵀU_k − G₍ₖ₎G₍ₖ₎ᵀ‖²_F)^{1/2}, G₍ₖ₎ the mode-k unfolding (r_k, Π_{j≠k} r_j).
+
+        W is invariant under U_k → U_k A⁻¹, G → G ×_k A, so gradient flow conserves each
+        U_kᵀU_k − G₍ₖ₎G₍ₖ₎ᵀ (the Tucker analog of UᵀU − VᵀV).
+        """
+        core = self.weight.core
+        diffs = []
+        for k, u in enumerate(self.weight.factors):
+            unfolding = core.movedim(k, 0).reshape(core.shape[k], -1)
+            diffs.append(torch.linalg.matrix_norm(u.T @ u - unfolding @ unfolding.T))
+        return torch.stack(diffs).norm()
+
+    def singular_values(self) -> Tensor:
+        """With U_k = Q_k R_k: W = (G ×_k R_k) ×_k Q_k and the Q_k have orthonormal columns, so W₍ₘₐₜ₎
+        shares its singular values with the matricized small tensor G ×_k R_k. O(Σ n_k r_k² + r³)."""
+        small = _mode_products(self.weight.core, [torch.linalg.qr(u)[1] for u in self.weight.factors])
+        if self.spec.is_conv:
+            a, b, c, d = small.shape
+            small = small.permute(0, 2, 1, 3).reshape(a * c, b * d)
+        return torch.linalg.svdvals(small)

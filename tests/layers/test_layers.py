@@ -23,7 +23,7 @@ def dense_oracle(module: nn.Module, layer: tdecomp.FactorizedLayer, x: torch.Ten
     return functional_call(module, params, (x,))
 
 
-@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed", "auto"])
 @pytest.mark.parametrize("init", ["spectral", "random"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("family", FAMILIES)
@@ -227,6 +227,8 @@ def test_lowrank_overcomplete_is_exact_and_collapses():
         for p in layer.parameters():
             p.add_(0.01 * torch.randn_like(p))
     assert_rel_close(layer.to_dense()(x), layer(x), 1e-10, "collapsed overcomplete")
+    brute = layer.to_dense().weight.pow(2).sum()
+    assert_rel_close(layer.frobenius_sq(), brute, 1e-10, "overcomplete ‖U M Vᵀ‖²")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
