@@ -11,7 +11,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -> list[Path]:
-    """Error-bar scatter: x = parameters (log scale), y = test accuracy (%); colour = method,
+    """Error-bar scatter: x = parameters (log scale), y = the rows' metric (test accuracy in %); colour = method,
     marker = family. ``rows`` come from :func:`tdecomp.results.aggregate`. Writes PNG and PDF."""
     import matplotlib
 
@@ -24,8 +24,8 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -
     for r in rows:
         ax.errorbar(
             r["params"],
-            r["test_acc_mean"],
-            yerr=r["test_acc_std"],
+            r["metric_mean"],
+            yerr=r["metric_std"],
             capsize=3,
             linestyle="none",
             color=PALETTE[methods.index(r.get("method", "all")) % len(PALETTE)],
@@ -45,7 +45,7 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -
     ax.legend(handles=handles, fontsize=8, ncol=2, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (count, log scale)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(rows[0]["metric"] if rows else "test acc (%)")
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)

@@ -46,6 +46,7 @@ class TrainConfig:
     init: str = "spectral"  # spectral | random
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
+    targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
     # optimization (paper: SGD 0.9, lr 0.1, batch 128, ×0.1 at 50% and 75%, wd 1e-4)
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -86,12 +87,22 @@ class TrainConfig:
         check_choice("model", self.model, available_models())
         check_choice("data", self.data, available_datasets())
         check_choice("family", self.family, FAMILY_CHOICES_EXTRA + available_families())
+        from .surgery import TARGETS
+
+        if not isinstance(self.targets, list) or not self.targets:
+            raise ValueError(f"targets must be a non-empty list drawn from {sorted(TARGETS)}, got {self.targets!r}")
+        for target in self.targets:
+            check_choice("targets", target, tuple(TARGETS))
         for key, choices in CHOICES.items():
             check_choice(key, getattr(self, key), choices)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(
                 f"device={self.device!r} is not valid; expected one of: 'auto', 'cpu', 'cuda', 'cuda:N'"
             )
+        if isinstance(self.track_every, bool) or not isinstance(self.track_every, int) or self.track_every < 0:
+            raise ValueError(f"track_every must be an int ≥ 0 (0: off), got {self.track_every!r}")
+        if not isinstance(self.norm_match, str):
+            raise ValueError(f"norm_match must be a path to a dynamics.jsonl (or empty), got {self.norm_match!r}")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive int, got {getattr(self, key)!r}")

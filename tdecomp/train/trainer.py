@@ -124,6 +124,7 @@ class Trainer:
                 init=config.init,
                 skip=skip,
                 progress=self.is_main and config.progress,
+                targets=config.targets,
             )
         model.to(self.device)
         if config.channels_last:
@@ -188,8 +189,20 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
     def _config_callbacks(self) -> list[Callback]:
-        """Callbacks that config keys switch on (analysis tools, imported only when used)."""
-        return []
+        """Callbacks that config keys switch on (analysis tools, imported only when used).
+
+        ``norm_match`` comes first so that the tracker records the rescaled weights.
+        """
+        found: list[Callback] = []
+        if self.config.norm_match:
+            from analysis.norm_matching import NormMatching
+
+            found.append(NormMatching(self.model, self.config.norm_match))
+        if self.config.track_every > 0:
+            from analysis.dynamics import DynamicsTracker
+
+            found.append(DynamicsTracker(self.model, self.optimizer, self.config.track_every, self.out_dir))
+        return found
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.amp == "none":
@@ -242,8 +255,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
-            cb.load_state_dict(cb_state)
+        saved = state["callbacks"]
+        for key, cb in self._keyed_callbacks().items():
+            if key in saved:
+                cb.load_state_dict(saved[key])
         set_rng_state(state["rng"])
         self.global_step, self.elapsed = state["global_step"], state["elapsed"]
         if self.is_main:  # drop records written after the checkpoint (a crash between the two)
@@ -251,6 +266,17 @@ class Trainer:
             (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
         self.log(f"resuming {out} after epoch {state['epoch']} (step {self.global_step})")
         return state["epoch"]
+
+    def _keyed_callbacks(self) -> dict[str, Callback]:
+        """Callbacks keyed by class name and occurrence (``DynamicsTracker#0``), so a resumed run
+        hands each its own saved state even when the list of callbacks changed."""
+        seen: dict[str, int] = {}
+        keyed = {}
+        for cb in self.callbacks:
+            name = type(cb).__qualname__
+            keyed[f"{name}#{seen.get(name, 0)}"] = cb
+            seen[name] = seen.get(name, 0) + 1
+        return keyed
 
     def _records(self) -> list[dict]:
         path = self.out_dir / METRICS
@@ -338,7 +364,7 @@ class Trainer:
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "scaler": self.scaler.state_dict(),
-                    "callbacks": [cb.state_dict() for cb in self.callbacks],
+                    "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks().items()},
                     "rng": rng_state(),
                     "epoch": epoch + 1,
                     "global_step": self.global_step,
@@ -359,15 +385,20 @@ class Trainer:
         records = self._records() if self.is_main else []
         if not records:
             return {}
-        params = sum(p.numel() for p in self.model.parameters())
+        trained_params = sum(p.numel() for p in self.model.parameters())
         cfg, last = self.config, records[-1]
+        report = summarize(self.model)
+        # a factorized layer larger than its dense weight (overcomplete) is deployed collapsed
+        # (collapse_model: same function, dense size), so it counts as dense
+        params = trained_params - sum(max(0, layer.params - layer.dense_params) for layer in report.layers)
         summary = {
             **{k: v for k, v in last.items() if k.startswith("test_")},
             "best_test_acc": max(r["test_acc"] for r in records),
             "params": params,
+            "trained_params": trained_params,
             "dense_params": self.dense_params,
             "param_ratio": params / self.dense_params,
-            "factorized_layer_ratio": summarize(self.model).ratio if cfg.family != "dense" else 1.0,
+            "factorized_layer_ratio": report.ratio if report.layers else 1.0,
             "epochs": last["epoch"],
             "time_s": last["time_s"],
             **{k: getattr(cfg, k) for k in ("model", "data", "family", "rank", "init", "reg", "seed")},

@@ -74,6 +74,31 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
         assert torch.equal(whole[key], split[key]), key
 
 
+class StepCounter(Callback):
+    """Stateful callback: counts optimizer steps across a resume."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, trainer, info):
+        self.steps += 1
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+
+def test_resume_restores_callback_state_when_the_callback_list_changes(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config(tmp_path), callbacks=[Interrupt(at=1), StepCounter()]).fit()
+    counter = StepCounter()
+    trainer = Trainer(config(tmp_path, resume=True), callbacks=[counter])
+    trainer.fit()
+    assert counter.steps == trainer.global_step == 3 * trainer.steps_per_epoch
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     train(config(tmp_path, epochs=1))
     with pytest.raises(FileExistsError, match="resume=true"):

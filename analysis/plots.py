@@ -1,0 +1,256 @@
+"""Figures of one or more runs: training curves and the norm / effective-step-size dynamics.
+
+Every figure has one line colour per run (Okabe–Ito palette, shared with
+:mod:`analysis.compare`) and one legend entry per run. The dynamics figures read
+``dynamics.jsonl`` (:class:`~analysis.dynamics.DynamicsTracker`) and show one panel per layer that
+is factorized in at least one of the runs (all layers if none is), after a first panel
+aggregating over those layers; a dense run is drawn on the same panels from its own
+``nn.Linear``/``nn.Conv2d`` of the same name. :func:`plot_runs` writes them all as PNG and PDF:
+
+- ``training_curves`` — train loss, test loss and test accuracy per epoch;
+- ``weight_norm`` — ‖W‖_F per layer, aggregate √Σ_l‖W_l‖²_F;
+- ``effective_step`` — η/‖W‖²_F per layer, aggregate mean (the paper's central picture: dense
+  vs Frobenius decay vs weight decay on the factors);
+- ``angular_update`` — one step's angular update (solid) against √(2ηλ/(1+α)) (dashed);
+- ``nuclear_norm`` — ‖W‖_* (solid) against ½Σ_k‖F_k‖²_F (dashed);
+- ``balancedness`` — the factors' conserved-Gram-difference norm;
+- ``stable_rank`` — ‖W‖²_F/σ₁².
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tdecomp.results import method_label
+
+from .compare import PALETTE
+from .dynamics import DYNAMICS, layer_series, read_dynamics
+
+
+@dataclass
+class Run:
+    """A run folder's config, per-epoch metrics and (if tracked) dynamics records."""
+
+    path: Path
+    label: str
+    config: dict[str, Any]
+    metrics: list[dict] = field(default_factory=list)
+    dynamics: list[dict] = field(default_factory=list)
+
+
+def run_label(config: dict[str, Any]) -> str:
+    """``dense``, or family and method (``lowrank SI+FD``), marked ``norm-matched`` if so."""
+    if config.get("family", "dense") == "dense":
+        return "dense"
+    label = f"{config['family']} {method_label(config)}"
+    return label + " norm-matched" if config.get("norm_match") else label
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run folder (``config.yaml``, ``metrics.jsonl``, optional ``dynamics.jsonl``)."""
+    path = Path(path)
+    config_file = path / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
+    config = yaml.safe_load(config_file.read_text()) or {}
+    metrics_file = path / "metrics.jsonl"
+    metrics = [json.loads(x) for x in metrics_file.read_text().splitlines() if x] if metrics_file.is_file() else []
+    dynamics = read_dynamics(path) if (path / DYNAMICS).is_file() else []
+    return Run(path, run_label(config), config, metrics, dynamics)
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """:func:`load_run` for each folder; duplicate labels get the folder name appended."""
+    runs = [load_run(p) for p in paths]
+    labels = [r.label for r in runs]
+    for r in runs:
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label} ({r.path.name})"
+    return runs
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _legend(fig, runs: Sequence[Run]) -> None:
+    """One entry per run, above the panels."""
+    plt = _pyplot()
+    handles = [plt.Line2D([], [], color=_colour(i), label=r.label) for i, r in enumerate(runs)]
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(runs), 4), fontsize=8, frameon=False)
+
+
+def _layers(runs: Sequence[Run]) -> list[str]:
+    """Layers factorized in some run (all tracked layers if none is), in module order."""
+    names = list(dict.fromkeys(n for r in runs for rec in r.dynamics for n in rec["layers"]))
+    factorized = [n for n in names if any(rec["layers"].get(n, {}).get("family", "dense") != "dense"
+                                          for r in runs for rec in r.dynamics)]
+    return factorized or names
+
+
+def _aggregate(run: Run, layers: Sequence[str], metric: str, reduce: Callable[[list[float]], float]):
+    """(steps, values): ``reduce`` over ``layers`` at the steps where every one has ``metric``."""
+    steps, values = [], []
+    for rec in run.dynamics:
+        entries = [rec["layers"].get(n, {}) for n in layers]
+        if entries and all(metric in e for e in entries):
+            steps.append(rec["step"])
+            values.append(reduce([e[metric] for e in entries]))
+    return steps, values
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _root_sum_sq(xs: list[float]) -> float:
+    return math.sqrt(sum(x * x for x in xs))
+
+
+def _layer_figure(
+    runs: Sequence[Run],
+    metrics: Sequence[str],
+    ylabel: str,
+    *,
+    reduce: Callable[[list[float]], float] = _mean,
+    reduce_name: str = "mean over layers",
+    log: bool = False,
+    note: str = "",
+):
+    """A panel grid: the aggregate over :func:`_layers`, then one panel per layer. ``metrics[0]``
+    is drawn solid, a second one dashed in the same colour (its legend entry is the run's)."""
+    plt = _pyplot()
+    layers = _layers(runs)
+    panels = 1 + len(layers)
+    cols = min(3, panels)
+    rows = math.ceil(panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows + 0.6), layout="constrained",
+                             squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    titles = [f"all layers ({reduce_name})", *layers]
+    for k, metric in enumerate(metrics):
+        style = "-" if k == 0 else "--"
+        for i, run in enumerate(runs):
+            steps, values = _aggregate(run, layers, metric, reduce)
+            if steps:
+                axes[0].plot(steps, values, style, color=_colour(i), linewidth=1.4)
+            series = {name: (s, v) for name, s, v in layer_series(run.dynamics, metric)}
+            for ax, name in zip(axes[1:], layers):
+                s, v = series.get(name, ([], []))
+                if s:
+                    ax.plot(s, v, style, color=_colour(i), linewidth=1.2)
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if log and ax.get_lines():
+            ax.set_yscale("log")
+    _legend(fig, runs)
+    if note:
+        fig.supxlabel(note, fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- figures
+def training_curves(runs: Sequence[Run]):
+    """Train loss, test loss and test accuracy (%) against the epoch, one line per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.6), layout="constrained")
+    panels = (
+        ("train_loss", 1.0, "train loss (cross-entropy, nats)"),
+        ("test_loss", 1.0, "test loss (cross-entropy, nats)"),
+        ("test_acc", 100.0, "test accuracy (%)"),
+    )
+    for ax, (key, scale, ylabel) in zip(axes, panels):
+        for i, run in enumerate(runs):
+            points = [(m["epoch"], scale * m[key]) for m in run.metrics if key in m]
+            if points:
+                ax.plot(*zip(*points), "-o", color=_colour(i), markersize=3, linewidth=1.4)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    _legend(fig, runs)
+    return fig
+
+
+def weight_norm(runs: Sequence[Run]):
+    return _layer_figure(runs, ["norm"], "‖W‖_F", reduce=_root_sum_sq, reduce_name="√Σ‖W‖²_F")
+
+
+def effective_step(runs: Sequence[Run]):
+    return _layer_figure(runs, ["eta_over_norm_sq"], "η/‖W‖²_F (per step)", log=True)
+
+
+def angular_update(runs: Sequence[Run]):
+    return _layer_figure(
+        runs, ["angle_step", "equilibrium"], "angular update per step (rad)", log=True,
+        note="solid: measured arccos⟨W_{t−1},W_t⟩/(‖W_{t−1}‖‖W_t‖); dashed: equilibrium √(2ηλ/(1+α))",
+    )
+
+
+def nuclear_norm(runs: Sequence[Run]):
+    return _layer_figure(
+        runs, ["nuclear", "nuclear_bound"], "norm (weight units)", log=True,
+        note="solid: nuclear norm ‖W_mat‖_*; dashed: ½Σ_k‖F_k‖²_F (bounds ‖W‖_* for two factors)",
+    )
+
+
+def balancedness(runs: Sequence[Run]):
+    return _layer_figure(runs, ["balancedness"], "balancedness (weight units²)", log=True,
+                         note="low-rank: ‖UᵀU − VᵀV‖_F; tensor families: their conserved Gram differences")
+
+
+def stable_rank(runs: Sequence[Run]):
+    return _layer_figure(runs, ["stable_rank"], "stable rank ‖W‖²_F/σ₁² (dimensionless)")
+
+
+FIGURES: dict[str, Callable] = {
+    "training_curves": training_curves,
+    "weight_norm": weight_norm,
+    "effective_step": effective_step,
+    "angular_update": angular_update,
+    "nuclear_norm": nuclear_norm,
+    "balancedness": balancedness,
+    "stable_rank": stable_rank,
+}
+
+
+def plot_runs(paths: Sequence[str | Path], out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Every figure of :data:`FIGURES` for the runs at ``paths``, written to ``out``; the dynamics
+    figures only if some run has ``dynamics.jsonl``. Returns the files written."""
+    runs = load_runs(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    tracked = any(r.dynamics for r in runs)
+    written = []
+    for name, make in FIGURES.items():
+        if name != "training_curves" and not tracked:
+            continue
+        fig = make(runs)
+        for fmt in formats:
+            target = out / f"{name}.{fmt}"
+            fig.savefig(target, dpi=150)
+            written.append(target)
+        plt.close(fig)
+    return written

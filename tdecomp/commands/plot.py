@@ -1,0 +1,20 @@
+"""``tdecomp plot RUN_DIR [RUN_DIR …]``: training curves and norm / effective-step dynamics figures."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "figures (PNG + PDF) of runs: training curves, ‖W‖, η/‖W‖², angular update, nuclear norm, ranks"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", help="run folders (dynamics figures need track_every=N when training)")
+    parser.add_argument("--out", default=None, help="where to write the figures (default: the first RUN_DIR)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.plots import plot_runs
+
+    written = plot_runs(args.runs, args.out or args.runs[0])
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
