@@ -1,0 +1,157 @@
+"""Whole-model suites: spectral init of every layer, ``factorize_model``, and the FD term per step.
+
+- ``init``: SI (:func:`tdecomp.factorize`, rank resolution included) of every eligible layer of a
+  model, per family; and tensorly-torch's ``FactorizedConv.from_conv`` (its CP runs a full
+  PARAFAC) on the first ``tltorch_layers`` distinct layer shapes only, next to tdecomp's time
+  on the same layers — on large layers it takes tens of seconds each.
+- ``surgery``: :func:`tdecomp.factorize_model` at a float ratio (budget bisection over a common
+  rank scale + SI), and with ``init="random"`` to isolate the bisection and construction.
+- ``fd``: one SGD step (forward, cross-entropy, backward, update) of a factorized CIFAR ResNet
+  with and without the Frobenius-decay term ``½λ Σ‖W‖²_F`` from factor Grams, timed
+  round-robin; the FD fraction is (with − without) / without.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import models
+from .._tltorch import pytorch_backend
+from ..layers.base import FAMILIES
+from ..regularize import frobenius_decay
+from ..surgery import eligible_layers, factorize, factorize_model
+from .layers import TLTORCH_FAMILIES
+from .timing import Stats, paired_ratio, time_interleaved, time_once
+
+
+def _model(name: str, device: torch.device) -> nn.Module:
+    return models.create(name, num_classes=10, in_channels=3).to(device)
+
+
+def _distinct(layers: list[tuple[str, nn.Module]], count: int) -> list[tuple[str, nn.Module]]:
+    """The first layer of each distinct weight shape, at most ``count`` of them."""
+    seen, out = set(), []
+    for name, module in layers:
+        if isinstance(module, nn.Conv2d) and module.weight.shape not in seen and len(out) < count:
+            seen.add(module.weight.shape)
+            out.append((name, module))
+    return out
+
+
+def init_suite(
+    model_names: Sequence[str], ratio: float, device: torch.device, tltorch_layers: int
+) -> list[dict]:
+    """One row per (model, family): total/max SI seconds over all eligible layers; one row per
+    tltorch-timed layer with tdecomp's time on it."""
+    rows = []
+    for model_name in model_names:
+        layers = eligible_layers(_model(model_name, device))
+        per_layer: dict[str, dict[str, float]] = {}
+        for family in FAMILIES.names():
+            times = {n: time_once(lambda m=m, f=family: factorize(m, f, ratio), device) for n, m in layers}
+            per_layer[family] = times
+            rows.append({
+                "suite": "init", "model": model_name, "library": "tdecomp", "family": family, "ratio": ratio,
+                "layers": len(times), "total_s": sum(times.values()), "max_layer_s": max(times.values()),
+            })
+        for name, module in _distinct(layers, tltorch_layers):
+            for family in TLTORCH_FAMILIES:
+                seconds = _time_tltorch_from_conv(module, family, ratio, device)
+                rows.append({
+                    "suite": "init", "model": model_name, "library": "tltorch", "family": family, "ratio": ratio,
+                    "layer": name, "weight_shape": list(module.weight.shape),
+                    "tltorch_s": seconds, "tdecomp_s": per_layer[family][name],
+                })
+    return rows
+
+
+def _time_tltorch_from_conv(conv: nn.Conv2d, family: str, ratio: float, device: torch.device) -> float:
+    import tltorch
+
+    # Tucker: keep the spatial modes at full rank as tdecomp does (tltorch's float rank squashes them).
+    options = {"fixed_rank_modes": (2, 3)} if family == "tucker" else {}
+    with pytorch_backend():
+        return time_once(
+            lambda: tltorch.FactorizedConv.from_conv(
+                conv, rank=ratio, factorization=family, decompose_weights=True, **options
+            ),
+            device,
+        )
+
+
+def surgery_suite(model_names: Sequence[str], ratio: float, device: torch.device) -> list[dict]:
+    """One row per (model, family, init): seconds of ``factorize_model`` and the ratio reached."""
+    rows = []
+    for model_name in model_names:
+        dense = _model(model_name, device)
+        dense_params = sum(p.numel() for p in dense.parameters())
+        for family in FAMILIES.names():
+            for init in ("spectral", "random"):
+                model = copy.deepcopy(dense)
+                run = partial(factorize_model, model, family, ratio, init=init, progress=False)
+                seconds = time_once(run, device)
+                rows.append({
+                    "suite": "surgery", "model": model_name, "family": family, "init": init, "ratio": ratio,
+                    "seconds": seconds,
+                    "model_param_ratio": sum(p.numel() for p in model.parameters()) / dense_params,
+                })
+    return rows
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fd: float) -> Callable[[], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        if fd:
+            loss = loss + 0.5 * fd * frobenius_decay(model)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _fd_only(model: nn.Module) -> Callable[[], None]:
+    params = list(model.parameters())
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        frobenius_decay(model).backward()
+
+    return step
+
+
+def fd_suite(
+    model_names: Sequence[str], ratio: float, batch: int, device: torch.device, repeats: int, warmup: int
+) -> list[dict]:
+    """One row per (model, family): step time without/with FD, the FD term alone, and fractions."""
+    rows = []
+    for model_name in model_names:
+        x = torch.randn(batch, 3, 32, 32, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        candidates = {}
+        for family in FAMILIES.names():
+            model = factorize_model(_model(model_name, device), family, ratio, init="random", progress=False)
+            candidates[f"{family}/no_fd"] = _train_step(model, x, y, 0.0)
+            candidates[f"{family}/fd"] = _train_step(copy.deepcopy(model), x, y, 1e-4)
+            candidates[f"{family}/fd_only"] = _fd_only(model)
+        times = time_interleaved(candidates, repeats, warmup, device)
+        for family in FAMILIES.names():
+            base = times[f"{family}/no_fd"]
+            rows.append({
+                "suite": "fd", "model": model_name, "family": family, "ratio": ratio, "batch": batch,
+                "step_ms": Stats.of(base).median_ms,
+                "step_fd_ms": Stats.of(times[f"{family}/fd"]).median_ms,
+                "fd_only_ms": Stats.of(times[f"{family}/fd_only"]).median_ms,
+                "fd_fraction": paired_ratio(times[f"{family}/fd"], base) - 1.0,
+                "fd_only_fraction": paired_ratio(times[f"{family}/fd_only"], base),
+            })
+    return rows
