@@ -18,6 +18,11 @@ from typing import Any
 
 import yaml
 
+DENSE_IRRELEVANT = ("rank", "init", "reg")
+# headline metric → (column label, scale applied to summary["test_<metric>"])
+METRICS = {"acc": ("test acc (%)", 100.0), "bleu": ("test BLEU", 1.0), "ppl": ("test ppl", 1.0),
+           "loss": ("test loss", 1.0)}
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -62,40 +67,74 @@ def load_runs(roots: Iterable[Path | str]) -> list[RunResult]:
     return runs
 
 
+def _field(values: dict[str, Any], key: str) -> Any:
+    """``values[key]``, where a dotted key reaches into nested dicts (``model_kwargs.width``)."""
+    if key in values:
+        return values[key]
+    for part in key.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def aggregate(
-    runs: Sequence[RunResult], keys: Sequence[str] = ("model", "family", "method", "rank")
+    runs: Sequence[RunResult], keys: Sequence[str] = ("model", "family", "method", "rank"), metric: str = "acc"
 ) -> list[dict]:
     """One row per distinct ``keys`` (``method`` is derived): mean ± sample std over seeds of
-    test accuracy (in %), mean parameters, parameter ratio and wall time."""
+    the headline ``metric`` (``summary["test_<metric>"]``, one of :data:`METRICS`; accuracy in %),
+    mean parameters, parameter ratio and wall time. Rows carry the metric's column label."""
+    from ._validation import check_choice
+
+    check_choice("metric", metric, tuple(METRICS))
+    label, scale = METRICS[metric]
+    missing = [str(r.path) for r in runs if f"test_{metric}" not in r.summary]
+    if missing:
+        raise ValueError(f"metric={metric!r}: runs without test_{metric} in summary.json: {', '.join(missing[:3])}")
     groups: dict[tuple, list[RunResult]] = defaultdict(list)
     for run in runs:
         fields = {**run.config, "method": run.method}
-        groups[tuple(str(fields.get(k)) for k in keys)].append(run)
+        if run.method == "dense":  # a dense run has no rank/init/reg: one baseline row, not one per rank
+            fields.update(dict.fromkeys(DENSE_IRRELEVANT, "—"))
+        groups[tuple(str(_field(fields, k)) for k in keys)].append(run)
     rows = []
     for key, members in groups.items():
-        acc_mean, acc_std = _mean_std([100 * r.summary["test_acc"] for r in members])
+        mean, std = _mean_std([scale * r.summary[f"test_{metric}"] for r in members])
         rows.append(
             {
                 **dict(zip(keys, key)),
                 "seeds": len(members),
-                "test_acc_mean": acc_mean,
-                "test_acc_std": acc_std,
+                "metric": label,
+                "metric_mean": mean,
+                "metric_std": std,
                 "params": round(statistics.fmean(r.summary["params"] for r in members)),
                 "param_ratio": statistics.fmean(r.summary["param_ratio"] for r in members),
                 "time_s": statistics.fmean(r.summary["time_s"] for r in members),
             }
         )
-    return sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    return sorted(rows, key=lambda r: tuple(_order(r[k]) for k in keys))
+
+
+METHOD_ORDER = ("—", "dense", "random+WD", "SI+WD", "random+FD", "SI+FD")  # the paper's column order
+
+
+def _order(value: str) -> tuple:
+    """Sort key: dense and the methods in the paper's order first, then numbers numerically
+    (rank 2.0 before 15.0), then text."""
+    if value in METHOD_ORDER:
+        return (0, METHOD_ORDER.index(value), "")
+    try:
+        return (1, float(value), "")
+    except ValueError:
+        return (2, 0.0, value)
 
 
 def _cells(row: dict, keys: Sequence[str], pm: str) -> list[str]:
     return [
         *(str(row[k]) for k in keys),
-        f"{row['test_acc_mean']:.2f} {pm} {row['test_acc_std']:.2f}",
+        f"{row['metric_mean']:.2f} {pm} {row['metric_std']:.2f}",
         f"{row['params']:,}",
         f"{row['param_ratio']:.3f}",
         f"{row['time_s']:.1f}",
@@ -103,15 +142,37 @@ def _cells(row: dict, keys: Sequence[str], pm: str) -> list[str]:
     ]
 
 
+def _label(rows: Sequence[dict]) -> str:
+    return rows[0]["metric"] if rows else METRICS["acc"][0]
+
+
 def to_markdown(rows: Sequence[dict], keys: Sequence[str]) -> str:
-    header = [*keys, "test acc (%)", "params", "param ratio", "time (s)", "seeds"]
+    header = [*keys, _label(rows), "params", "param ratio", "time (s)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cells(r, keys, "±")) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
+def to_pivot_markdown(rows: Sequence[dict], keys: Sequence[str], column: str) -> str:
+    """Paper layout: one column per value of ``column`` (e.g. ``rank``), cells "acc ± std"; a row
+    whose ``column`` is "—" (dense) fills every column."""
+    if column not in keys:
+        raise ValueError(f"pivot column {column!r} is not one of the row keys {list(keys)}")
+    row_keys = [k for k in keys if k != column]
+    values = list(dict.fromkeys(str(r[column]) for r in rows if r[column] != "—"))
+    cells: dict[tuple, dict[str, str]] = defaultdict(dict)
+    for r in rows:
+        text = f"{r['metric_mean']:.2f} ± {r['metric_std']:.2f}"
+        for value in values if r[column] == "—" else [str(r[column])]:
+            cells[tuple(str(r[k]) for k in row_keys)][value] = text
+    header = [*row_keys, *(f"{column}={v}" for v in values)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([*key, *(row.get(v, "") for v in values)]) + " |" for key, row in cells.items()]
+    return "\n".join(lines) + "\n"
+
+
 def to_latex(rows: Sequence[dict], keys: Sequence[str]) -> str:
-    header = [*keys, "test acc (\\%)", "params", "param ratio", "time (s)", "seeds"]
+    header = [*keys, _label(rows).replace("%", "\\%"), "params", "param ratio", "time (s)", "seeds"]
     body = [" & ".join(c.replace("_", "\\_") for c in _cells(r, keys, "$\\pm$")) + " \\\\" for r in rows]
     return (
         "\n".join(

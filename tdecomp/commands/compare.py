@@ -15,6 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="model,family,method,rank",
         help="config keys that define a row (default: model,family,method,rank)",
     )
+    parser.add_argument("--metric", default="acc",
+                        help="headline metric from summary.json: acc (%%), bleu, ppl or loss (default: acc)")
+    parser.add_argument("--pivot", default=None,
+                        help="also print/write a paper-layout table with one column per value of this key (e.g. rank)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,13 +26,17 @@ def run(args: argparse.Namespace) -> int:
 
     from analysis.compare import plot_accuracy_vs_params
 
-    from ..results import aggregate, load_runs, to_markdown, write_tables
+    from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables
 
     keys = tuple(k for k in args.by.split(",") if k)
-    rows = aggregate(load_runs(args.runs), keys=keys)
+    rows = aggregate(load_runs(args.runs), keys=keys, metric=args.metric)
     out = Path(args.out or args.runs[0])
     paths = write_tables(rows, keys, out, stem="comparison")
     figures = plot_accuracy_vs_params(rows, out / "comparison_accuracy_vs_params")
     print(to_markdown(rows, keys))
+    if args.pivot:
+        pivot = to_pivot_markdown(rows, keys, args.pivot)
+        (out / "comparison_pivot.md").write_text(pivot)
+        print(pivot)
     print("wrote " + ", ".join(str(p) for p in [*paths.values(), *figures]))
     return 0

@@ -1,0 +1,191 @@
+"""Grid sweeps: a base config × axes → one run folder per job, named from the job's axis values.
+
+A sweep is a YAML config whose optional ``sweep:`` section maps keys to lists of values, plus
+command-line items ``key=v1,v2,…`` (a comma list makes ``key`` an axis; a single value is a fixed
+override unless the key is already an axis of the YAML). The grid is the Cartesian product of the
+axes, in the order they first appear (YAML, then command line). Dotted keys reach nested values
+(``model_kwargs.width=1,2``).
+
+``method`` is a pseudo-axis over the paper's init × reg variants, labelled exactly as
+:func:`tdecomp.results.method_label` labels finished runs: ``dense`` (family=dense), ``random+WD``
+(the low-rank baseline), ``SI+WD`` (+SI), ``random+FD`` (+FD), ``SI+FD``, and the ``…+none``
+variants. Dense jobs ignore ``rank``/``init``/``reg`` (they keep the base values), so a dense
+baseline appears once per combination of the other axes, not once per rank.
+
+Job folders are ``ROOT/<name>`` with ``<name>`` built from the axis values, e.g.
+``lowrank_SI+FD_rank-0.1_seed-0`` or ``dense_seed-0``: the same job always lands in the same
+folder, so finished runs are skipped and interrupted ones resumed (see :func:`job_status`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tdecomp.config import TrainConfig, load_config
+from tdecomp.results import DENSE_IRRELEVANT, method_label
+from tdecomp.train.checkpoint import LAST
+from tdecomp.train.runs import is_complete
+
+SWEEP_KEY = "sweep"
+# every init × reg combination, keyed by the label results tables give it
+METHODS: dict[str, dict[str, str]] = {"dense": {"family": "dense"}} | {
+    method_label({"family": "factorized", "init": init, "reg": reg}): {"init": init, "reg": reg}
+    for init in ("random", "spectral")
+    for reg in ("wd", "fd", "none")
+}
+STATUSES = ("done", "partial", "new")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a sweep: its folder name, axis values and full configuration."""
+
+    name: str
+    values: dict[str, Any]
+    config: TrainConfig
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A base config (``values``, without the ``sweep:`` section) and its axes."""
+
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    root: Path
+
+
+def parse_items(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """``["epochs=3", "rank=0.1,0.05"]`` → fixed overrides ``{"epochs": 3}`` and axes
+    ``{"rank": [0.1, 0.05]}``. Values are YAML scalars; ``key=[8,8,3,3],[4,4,3,3]`` is an axis of lists."""
+    fixed: dict[str, Any] = {}
+    axes: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"sweep item {item!r} is not of the form key=value or key=v1,v2,…")
+        values = yaml.safe_load(f"[{raw}]") if raw else [""]
+        if len(values) > 1:
+            axes[key] = values
+        else:
+            fixed[key] = values[0]
+    return fixed, axes
+
+
+def _set(values: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        values = values.setdefault(p, {})
+    values[leaf] = value
+
+
+def _get(values: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
+
+
+def load_sweep(config: Path | str | None, items: Sequence[str] = (), root: Path | str | None = None) -> Sweep:
+    """Read a sweep: the YAML (if any), its ``sweep:`` axes and the command-line ``items``.
+
+    ``root`` defaults to ``runs/<config stem>`` (``runs/sweep`` without a config); a fixed
+    ``out=`` item also sets it (each job writes below it, never to it).
+    """
+    base: dict[str, Any] = {}
+    if config is not None:
+        base = yaml.safe_load(Path(config).read_text()) or {}
+        if not isinstance(base, dict):
+            raise ValueError(f"config file {config} must hold a mapping of keys to values")
+    section = base.pop(SWEEP_KEY, None) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"the {SWEEP_KEY!r} section of {config} must map keys to lists of values, got {section!r}")
+    axes = {k: list(v) if isinstance(v, list) else [v] for k, v in section.items()}
+    fixed, cli_axes = parse_items(items)
+    for key, value in fixed.items():
+        if key in axes:  # a YAML axis narrowed on the command line stays an axis (stable names)
+            axes[key] = [value]
+        elif key != "out":
+            _set(base, key, value)
+    axes.update(cli_axes)
+    if "method" in axes:
+        for label in axes["method"]:
+            if label not in METHODS:
+                raise ValueError(f"method={label!r} is not valid; expected one of: {', '.join(METHODS)}")
+    if root is None:
+        root = fixed.get("out") or Path("runs") / (Path(config).stem if config is not None else "sweep")
+    return Sweep(base, axes, Path(root))
+
+
+def _slug(value: Any) -> str:
+    text = "x".join(map(str, value)) if isinstance(value, list) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+=-]", "_", text)
+
+
+def job_name(values: dict[str, Any], config: TrainConfig) -> str:
+    """Folder name of a job from its axis values: family and method first (unprefixed), then
+    ``key-value`` for every other axis in axis order; dense jobs drop rank/init/reg/method."""
+    dense = config.family == "dense"
+    parts = []
+    if "family" in values or "method" in values:
+        parts.append("dense" if dense else config.family)
+    if not dense and ("method" in values or "init" in values or "reg" in values):
+        parts.append(method_label(config.to_dict()))
+    skipped = {"family", "method", "init", "reg", *(DENSE_IRRELEVANT if dense else ())}
+    parts += [f"{key}-{_slug(_get(config.to_dict(), key))}" for key in values if key not in skipped]
+    return "_".join(parts) or "run"
+
+
+def expand(sweep: Sweep) -> list[Job]:
+    """All jobs of ``sweep``, in grid order, duplicates (e.g. one dense run per rank) removed."""
+    keys = list(sweep.axes)
+    jobs: dict[str, Job] = {}
+    for combo in itertools.product(*(sweep.axes[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        merged = copy.deepcopy(sweep.base)
+        for key, value in values.items():
+            if key != "method":
+                _set(merged, key, value)
+        merged.update(METHODS[values["method"]] if "method" in values else {})  # method=dense beats family
+        if merged.get("family") == "dense":
+            for key in DENSE_IRRELEVANT:
+                merged.pop(key, None)
+                if key in sweep.base:
+                    merged[key] = sweep.base[key]
+        merged.pop("out", None)
+        config = load_config(None, merged)
+        name = job_name(values, config)
+        config.out = str(sweep.root / name)
+        config.progress = False
+        job = Job(name, values, config)
+        previous = jobs.setdefault(name, job)
+        if previous.config.to_dict() != config.to_dict():
+            raise ValueError(f"two different jobs of the sweep map to folder {name!r}; add the key that "
+                             "distinguishes them as an axis")
+    return list(jobs.values())
+
+
+def job_status(job: Job) -> str:
+    """``done`` (finished with this config: skipped), ``partial`` (a checkpoint to resume from)
+    or ``new``. A folder holding another configuration raises ``FileExistsError``."""
+    if is_complete(job.config):
+        return "done"
+    return "partial" if (job.out / LAST).exists() else "new"
+
+
+def table_keys(jobs: Sequence[Job]) -> tuple[str, ...]:
+    """Row keys of the sweep's results table: family and method first (``init``/``reg`` axes are
+    shown as their ``method`` label), then every other axis but the seed (rows average over seeds)."""
+    axes = {("method" if k in ("init", "reg") else k): None for job in jobs for k in job.values}
+    lead = ("family", "method") if {"family", "method"} & set(axes) else ()
+    return (*lead, *(k for k in axes if k not in ("family", "method", "seed")))
