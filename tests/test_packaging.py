@@ -1,0 +1,35 @@
+"""environment.yml and pyproject.toml declare the same dependencies (conda must not leave pip to
+replace torch), and the .ci entry point runs the README's test command verbatim."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0].lower()
+
+
+def test_environment_yml_covers_every_runtime_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    conda = {_name(d) for d in env if isinstance(d, str)}
+    pip = {_name(d) for group in env if isinstance(group, dict) for d in group["pip"] if not d.startswith("-e")}
+    conda_names = {"pytorch": "torch"}
+    provided = {conda_names.get(n, n) for n in conda} | pip
+    assert wanted <= provided, f"missing from environment.yml: {sorted(wanted - provided)}"
+    assert {"torch", "torchvision"} <= {conda_names.get(n, n) for n in conda}, "torch must come from conda"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = 'python -m pip install -q -e ".[test]" && python -m pytest'
+    assert f"```bash\n{command}\n```" in readme
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
