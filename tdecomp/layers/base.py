@@ -114,7 +114,6 @@ def conv_grid(spec: DenseSpec, height: int, width: int) -> tuple[int, int, int, 
     w_out = (width + left + right - dw * (kw - 1) - 1) // sw + 1
     if spec.padding_mode != "zeros" or top != bottom or left != right:  # as DenseSpec.pad_input
         height, width = height + top + bottom, width + left + right
-
     return (height, width, h_out, w_out)
 
 
