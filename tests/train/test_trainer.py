@@ -154,3 +154,12 @@ def test_two_process_gloo_ddp_matches_the_single_process_global_batch(tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert records(single)[-1]["step"] == records(ddp)[-1]["step"] == 8  # 256 / 64 × 2 epochs
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    """compile=true compiles the model and the FD term; the run tracks the eager one."""
+    settings = dict(family="tucker", rank=0.3, reg="fd", epochs=1)
+    eager = train(config(tmp_path, "eager", **settings))
+    compiled = train(config(tmp_path, "compiled", compile=True, **settings))
+    assert compiled["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-3)
