@@ -28,6 +28,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# keys a resumed run may change; the rest must equal the interrupted run's config.yaml. More
+# ``epochs`` extends a run (the lr schedule is recomputed for the new total from the current step).
+RESUME_MAY_CHANGE = frozenset(
+    {"resume", "progress", "device", "workers", "eval_batch_size", "compile", "out", "epochs"}
+)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (defaults: the paper's CIFAR recipe, shortened)."""
@@ -120,6 +127,13 @@ class TrainConfig:
             or (isinstance(rank, list) and all(isinstance(r, int) for r in rank))
         ):
             raise ValueError(f"rank must be a float ratio, an int or a list of ints, got {rank!r}")
+
+    def resume_conflicts(self, saved: dict[str, Any]) -> list[str]:
+        """Keys whose value differs from ``saved`` (a run's config.yaml) and that a resumed run may
+        not change: everything that defines the model, data or optimization (only
+        :data:`RESUME_MAY_CHANGE` may differ, e.g. more ``epochs`` or another ``device``)."""
+        current = self.to_dict()
+        return [k for k in current if k not in RESUME_MAY_CHANGE and saved.get(k) != current[k]]
 
     @property
     def frobenius_coef(self) -> float:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -241,6 +242,13 @@ class Trainer:
             raise FileExistsError(
                 f"{out} already holds a run ({LAST}); pass resume=true to continue it or choose another out="
             )
+        if has_checkpoint and cfg.resume and (out / CONFIG).exists():
+            saved = yaml.safe_load((out / CONFIG).read_text())
+            conflicts = cfg.resume_conflicts(saved)
+            if conflicts:
+                changes = ", ".join(f"{k}={saved.get(k)!r} → {getattr(cfg, k)!r}" for k in conflicts)
+                raise ValueError(f"resume=true continues the run in {out}, but the config differs from its "
+                                 f"{CONFIG}: {changes}; rerun with the original values or choose another out=")
         barrier(self.dist)
         state = load_checkpoint(out, map_location=self.device) if cfg.resume else None
         if state is None:

@@ -99,6 +99,14 @@ def test_resume_restores_callback_state_when_the_callback_list_changes(tmp_path)
     assert counter.steps == trainer.global_step == 3 * trainer.steps_per_epoch
 
 
+def test_resume_with_a_different_config_names_the_changed_keys(tmp_path):
+    train(config(tmp_path, epochs=1, family="cp", rank=0.3))
+    with pytest.raises(ValueError, match=r"family='cp' → 'tucker'.*lr=0.05 → 0.1"):
+        train(config(tmp_path, epochs=1, family="tucker", rank=0.3, lr=0.1, resume=True))
+    # keys that do not change the run (here: progress, device) may differ
+    assert train(config(tmp_path, epochs=1, family="cp", rank=0.3, resume=True, device="cpu", progress=True))
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     train(config(tmp_path, epochs=1))
     with pytest.raises(FileExistsError, match="resume=true"):
