@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,12 +129,13 @@ class TrainConfig:
         ):
             raise ValueError(f"rank must be a float ratio, an int or a list of ints, got {rank!r}")
 
-    def resume_conflicts(self, saved: dict[str, Any]) -> list[str]:
-        """Keys whose value differs from ``saved`` (a run's config.yaml) and that a resumed run may
-        not change: everything that defines the model, data or optimization (only
-        :data:`RESUME_MAY_CHANGE` may differ, e.g. more ``epochs`` or another ``device``)."""
+    def conflicts(self, saved: dict[str, Any], may_change: Collection[str] = RESUME_MAY_CHANGE) -> list[str]:
+        """Keys, outside ``may_change``, whose value differs from ``saved`` (a run's config.yaml).
+
+        The default is what a resumed run may not change: everything that defines the model, data
+        or optimization (only :data:`RESUME_MAY_CHANGE` may differ, e.g. more ``epochs``)."""
         current = self.to_dict()
-        return [k for k in current if k not in RESUME_MAY_CHANGE and saved.get(k) != current[k]]
+        return [k for k in current if k not in may_change and saved.get(k) != current[k]]
 
     @property
     def frobenius_coef(self) -> float:

@@ -9,6 +9,8 @@ import yaml
 
 from ..config import TrainConfig
 
+# stricter than a resume (TrainConfig.conflicts' default): a finished run is reused only for the
+# same experiment, so e.g. other epochs or another device is a clash, not a continuation
 IGNORED_KEYS = ("resume", "progress", "workers", "out")
 
 
@@ -23,8 +25,7 @@ def is_complete(config: TrainConfig) -> bool:
     if not saved_path.exists():
         return False
     saved = yaml.safe_load(saved_path.read_text())
-    wanted = config.to_dict()
-    differing = sorted(k for k in wanted if k not in IGNORED_KEYS and saved.get(k) != wanted[k])
+    differing = sorted(config.conflicts(saved, may_change=IGNORED_KEYS))
     if differing:
         raise FileExistsError(f"{out} holds a run with a different configuration ({', '.join(differing)}); "
                               "choose another out= or remove it")

@@ -244,7 +244,7 @@ class Trainer:
             )
         if has_checkpoint and cfg.resume and (out / CONFIG).exists():
             saved = yaml.safe_load((out / CONFIG).read_text())
-            conflicts = cfg.resume_conflicts(saved)
+            conflicts = cfg.conflicts(saved)
             if conflicts:
                 changes = ", ".join(f"{k}={saved.get(k)!r} → {getattr(cfg, k)!r}" for k in conflicts)
                 raise ValueError(f"resume=true continues the run in {out}, but the config differs from its "
