@@ -106,19 +106,25 @@ def test_bert_masking_statistics_and_fixed_test_masks():
     assert all(torch.equal(a, b) for a, b in zip(fixed[2], fixed[2]))
 
 
+def train_steps(model, task, batch, steps: int = 15) -> tuple[list[float], dict[str, float]]:
+    """Adam on one batch with FD in the loss; the task losses and the last step's stats."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss, stats = task.training_step(model, batch)
+        (loss + 0.5 * 1e-4 * tdecomp.frobenius_decay(model)).backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    return losses, stats
+
+
 def test_mlm_task_perplexity_and_training_steps_lower_the_loss():
     bundle = create_data("mlm_toy", n_train=64, n_test=16)
     model = create_model("bert_small", **bundle.model_kwargs, d_model=16, heads=2, ffn_dim=32, layers=1, dropout=0.0)
     tdecomp.factorize_model(model, "lowrank", 2, targets=("attention",), progress=False)
     batch = bundle.collate_fn([bundle.test[i] for i in range(16)])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        loss, stats = bundle.task.training_step(model, batch)
-        (loss + 0.5 * 1e-4 * tdecomp.frobenius_decay(model)).backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(float(loss.detach()))
+    losses, stats = train_steps(model, bundle.task, batch)
     assert losses[-1] < 0.7 * losses[0]
     metrics = bundle.task.evaluate(model, [batch])
     assert metrics["test_ppl"] == pytest.approx(math.exp(metrics["test_loss"]))
@@ -132,14 +138,7 @@ def test_seq2seq_training_steps_lower_the_loss(family):
     rank = 2 if family == "lowrank" else (8, 4)
     tdecomp.factorize_model(model, family, rank, targets=("attention",), progress=False)
     batch = collate_pairs([bundle.train[i] for i in range(32)])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        loss, _ = bundle.task.training_step(model, batch)
-        (loss + 0.5 * 1e-4 * tdecomp.frobenius_decay(model)).backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(float(loss.detach()))
+    losses, _ = train_steps(model, bundle.task, batch)
     assert losses[-1] < 0.7 * losses[0]
 
 
