@@ -1,6 +1,6 @@
 """Model surgery: factorize single layers or whole models to a budget, and collapse them back.
 
-Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv2d`` (``"conv"``) and ``nn.MultiheadAttention``
+Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv1d``/``Conv2d``/``Conv3d`` (``"conv"``) and ``nn.MultiheadAttention``
 (``"attention"``, replaced by :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`).
 """
 
@@ -21,13 +21,13 @@ from ._budget import allocate
 from ._validation import check_choice
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .layers.base import FactorizedLayer, Rank, get_family
-from .layers.spec import DenseSpec
+from .layers.spec import CONV_TYPES, DenseSpec
 
 log = logging.getLogger("tdecomp")
 
 SkipRule = str | Collection[str] | Callable[[str, nn.Module], bool]
 BUDGET_TOLERANCE = 0.02
-TARGETS = {"linear": nn.Linear, "conv": nn.Conv2d, "attention": nn.MultiheadAttention}
+TARGETS = {"linear": (nn.Linear,), "conv": CONV_TYPES, "attention": (nn.MultiheadAttention,)}
 DEFAULT_TARGETS = ("linear", "conv")
 Replaceable = FactorizedLayer | FactorizedMultiheadAttention
 
@@ -35,7 +35,7 @@ Replaceable = FactorizedLayer | FactorizedMultiheadAttention
 def factorize(
     module: nn.Module, family: str, rank: Rank, init: str = "spectral", **options: Any
 ) -> Replaceable:
-    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv2d``/``nn.MultiheadAttention``.
+    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv{1,2,3}d``/``nn.MultiheadAttention``.
 
     Args:
         module: the dense layer (any kernel size, stride, padding incl. ``'same'``, dilation,
@@ -59,7 +59,7 @@ def factorize(
 
 def _default_skip(model: nn.Module) -> set[str]:
     """The paper's convention: the first conv and the final classifier (last Linear) stay dense."""
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = [n for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return set(convs[:1] + linears[-1:])
 
@@ -70,7 +70,7 @@ def eligible_layers(
     """``(name, module)`` of the layers :func:`factorize_model` would replace.
 
     ``targets`` picks the module types: ``"linear"`` (``nn.Linear``, e.g. feed-forward blocks),
-    ``"conv"`` (``nn.Conv2d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole).
+    ``"conv"`` (``nn.Conv1d``/``Conv2d``/``Conv3d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole).
     Excluded: layers matched by ``skip`` (``"default"``: first conv and last Linear; a collection
     of qualified module names; or a predicate ``(name, module) -> bool``, which then also sees
     attention modules), grouped convs, and Linear layers owned by ``nn.MultiheadAttention`` (it
@@ -78,7 +78,7 @@ def eligible_layers(
     """
     for t in targets:
         check_choice("targets", t, TARGETS)
-    kinds = tuple(TARGETS[t] for t in targets)
+    kinds = tuple(kind for t in targets for kind in TARGETS[t])
     if isinstance(skip, str):
         if skip != "default":
             raise ValueError(f"skip={skip!r} is not valid; expected 'default', a collection of "
@@ -101,7 +101,7 @@ def eligible_layers(
     for name, module in model.named_modules():
         if not isinstance(module, kinds) or name in inside_attention:
             continue
-        if isinstance(module, nn.Conv2d) and module.groups != 1:
+        if isinstance(module, CONV_TYPES) and module.groups != 1:
             log.info("tdecomp: leaving %s dense (groups=%d)", name, module.groups)
             continue
         if not skip(name, module):

@@ -114,7 +114,7 @@ class _DenseFamily(tdecomp.FactorizedLayer):
     def _forward_factorized(self, x, pad):
         if not self.spec.is_conv:
             return self._mix(x, self.W)
-        return self._conv(x, self.W, "hw", pad)
+        return self._conv(x, self.W.reshape(self.spec.tensor_shape), range(len(self.spec.factor_axes)), pad)
 
     def init_spectral(self, weight):
         with torch.no_grad():

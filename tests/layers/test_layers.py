@@ -72,13 +72,16 @@ def test_frobenius_sq_gradient_matches_finite_differences(family):
 
 
 def _tensorly_reconstruction(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
-    """tensorly's own ``*_to_tensor`` on the layer's tltorch factors, in the layer's weight layout."""
+    """tensorly's own ``*_to_tensor`` on the layer's tltorch factors, in the dense weight's layout
+    (the factors cover the kernel axes of size > 1 only: the reshape restores the size-1 axes)."""
     with tl.backend_context("pytorch"):
         if layer.family == "cp":
-            return tl.cp_to_tensor((layer.weight.weights, list(layer.weight.factors)))
-        if layer.family == "tucker":
-            return tl.tucker_to_tensor((layer.weight.core, list(layer.weight.factors)))
-        return tl.tt_to_tensor(list(layer.weight.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
+            tensor = tl.cp_to_tensor((layer.weight.weights, list(layer.weight.factors)))
+        elif layer.family == "tucker":
+            tensor = tl.tucker_to_tensor((layer.weight.core, list(layer.weight.factors)))
+        else:
+            tensor = tl.tt_to_tensor(list(layer.weight.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
+    return tensor.reshape(layer.spec.weight_shape)
 
 
 @pytest.mark.parametrize("case", CASES)
