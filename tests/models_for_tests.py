@@ -54,3 +54,20 @@ class TinyTransformerMLP(nn.Module):
         for block in self.blocks:
             h = h + block(h)
         return self.head(h)
+
+
+class TinyCNN1d(nn.Module):
+    """A 1-D CNN on (N, 1, L) signals (MNIST-1D-like): stem, strided, 'same' and 1-tap convs, classifier."""
+
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, width, 5, padding=2), nn.ReLU(),
+            nn.Conv1d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm1d(2 * width), nn.ReLU(),
+            nn.Conv1d(2 * width, 2 * width, 5, padding="same", padding_mode="circular"), nn.ReLU(),
+            nn.Conv1d(2 * width, 2 * width, 1),
+        )
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(-1))
