@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ._budget import allocate
 from ._validation import check_choice
+from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .layers.base import FactorizedLayer, Rank, get_family
 from .layers.spec import CONV_TYPES, DenseSpec
@@ -115,15 +116,19 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _budget_terms(
-    module: nn.Module, family: str, options: dict[str, Any]
+    module: nn.Module, family: str, allocation: str, options: dict[str, Any]
 ) -> tuple[Callable[[float], tuple[int, ...]], Callable[[tuple[int, ...]], int], int]:
-    """For one layer: ranks at a rank scale, parameters (incl. biases) at given ranks, dense parameters."""
+    """For one layer: ranks at the ``allocation`` rule's common threshold, parameters (incl. biases)
+    at given ranks, dense parameters."""
     if isinstance(module, nn.MultiheadAttention):
+        if allocation != DEFAULT_ALLOCATION:
+            raise ValueError(f"allocation={allocation!r} does not apply to attention layers; use "
+                             f"allocation={DEFAULT_ALLOCATION!r} or targets without 'attention'")
         att = AttentionSpec.from_module(module)
         return (partial(ATTENTION_FAMILIES.get(family).ranks_at_scale, att),
                 partial(FactorizedMultiheadAttention.total_params, att, family), att.num_params)
     cls, spec = get_family(family), DenseSpec.from_module(module)
-    return (partial(cls._ranks_at_scale, spec, **options),
+    return (get_allocation(allocation)(cls, spec, module.weight.detach(), options),
             lambda r: cls.count_params(spec, r) + spec.num_params - spec.weight_numel, spec.num_params)
 
 
@@ -135,14 +140,19 @@ def factorize_model(
     skip: SkipRule = "default",
     progress: bool = True,
     targets: Collection[str] = DEFAULT_TARGETS,
+    allocation: str = DEFAULT_ALLOCATION,
     **options: Any,
 ) -> nn.Module:
     """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
 
-    With a float ``rank`` (a parameter ratio), one rank scale common to all layers is bisected
+    With a float ``rank`` (a parameter ratio), one threshold common to all layers is bisected
     so that the factorized layers hold ``rank`` × their dense parameter count (weights and
     biases) within ±2% (single layers then move one rank step to close the gap), as the paper's
-    ``make.py`` does; the achieved ratio is logged, a miss
+    ``make.py`` does. ``allocation`` names the rule that turns the threshold into each layer's
+    ranks (:mod:`tdecomp.allocation`): ``"uniform"`` (one rank scale, the paper's), ``"energy"``
+    (every layer keeps the same fraction of its weight's spectral energy) or ``"stable-rank"``
+    (ranks ∝ the weight's stable rank); the last two read the weights, so they suit compressing a
+    trained model. The achieved ratio is logged, a miss
     (e.g. a ratio below what rank 1 needs) warned about, and :func:`summarize` reports it any
     time. An int/tuple ``rank`` is applied to every layer. ``targets`` chooses what to replace
     (see :func:`eligible_layers`): the default keeps attention dense; ``("attention",)``
@@ -151,6 +161,7 @@ def factorize_model(
     See :func:`factorize` for the rest.
     """
     get_family(family)
+    get_allocation(allocation)
     layers = eligible_layers(model, skip, targets)
     if not layers:
         raise ValueError(f"model has no eligible layer to factorize (targets={tuple(targets)!r}, "
@@ -161,13 +172,16 @@ def factorize_model(
     if isinstance(rank, float) and not isinstance(rank, bool):
         if not math.isfinite(rank) or rank <= 0:
             raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
-        terms = [_budget_terms(m, family, options) for _, m in layers]
+        terms = [_budget_terms(m, family, allocation, options) for _, m in layers]
         ranks = allocate(
             [ranks_at for ranks_at, _, _ in terms],
             lambda i, r: terms[i][1](r),
             rank * sum(dense for _, _, dense in terms),
         )
     else:
+        if allocation != DEFAULT_ALLOCATION:
+            raise ValueError(f"allocation={allocation!r} shares a parameter budget: pass rank as a float "
+                             f"ratio (e.g. 0.25), not {rank!r}")
         ranks = [rank] * len(layers)
     for (name, module), layer_rank in tqdm(
         list(zip(layers, ranks)), desc=f"factorize ({family})", disable=not progress, leave=False
