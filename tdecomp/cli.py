@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("train", "demo", "sweep", "plot", "compare", "bench")
+COMMANDS = ("train", "compress", "demo", "sweep", "plot", "compare", "bench")
 
 
 def _available() -> dict[str, object]:

@@ -55,6 +55,8 @@ class TrainConfig:
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
+    allocation: str = "uniform"  # how a float rank's budget is shared: uniform | energy | stable-rank
+    init_from: str = ""  # run folder or checkpoint whose model weights are loaded before factorizing
     # optimization (paper: SGD 0.9, lr 0.1, batch 128, ×0.1 at 50% and 75%, wd 1e-4)
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -95,6 +97,11 @@ class TrainConfig:
         check_choice("model", self.model, available_models())
         check_choice("data", self.data, available_datasets())
         check_choice("family", self.family, FAMILY_CHOICES_EXTRA + available_families())
+        from .allocation import available_allocations
+
+        check_choice("allocation", self.allocation, available_allocations())
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be a run folder or checkpoint path (or empty), got {self.init_from!r}")
         from .surgery import TARGETS
 
         if not isinstance(self.targets, list) or not self.targets:

@@ -67,6 +67,18 @@ def load_checkpoint(folder: Path, map_location: torch.device | str = "cpu") -> d
         ) from err
 
 
+def load_model_weights(source: Path | str, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """A model ``state_dict`` from a run folder (its ``last.pt``), a trainer checkpoint (its
+    ``"model"`` entry) or a file holding a plain ``state_dict``."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; pass a run folder holding {LAST} or a checkpoint file")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    return state["model"] if isinstance(state.get("model"), dict) else state
+
+
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch (and CUDA) generator states, as tensors/tuples that ``weights_only`` accepts."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

@@ -7,7 +7,8 @@ Files written to ``config.out`` (main process only):
   ``train_acc``, ``test_loss``, ``test_acc`` (+ task metrics such as ``test_bleu``), ``time_s``;
 - ``last.pt`` / ``previous.pt`` — atomic checkpoints (model, optimizer, scheduler, scaler, RNG,
   callbacks), written every epoch; ``resume=true`` continues from ``last.pt``;
-- ``summary.json`` — final ``test_acc``, ``params``, ``dense_params``, ``param_ratio``, …
+- ``summary.json`` — final ``test_acc``, ``params``, ``dense_params``, ``param_ratio``, ``flops``
+  (forward FLOPs per example, :func:`tdecomp.flops.flop_summary`), ``flop_ratio``, …
 
 Regularization (``reg``): ``fd`` adds λ/2·Σ‖W‖²_F of the factorized products to the loss and gives
 factors no plain weight decay; ``wd`` puts plain weight decay on the factors (the baseline the
@@ -38,10 +39,19 @@ from tqdm.auto import tqdm
 from .. import data as datasets
 from .. import models
 from ..config import TrainConfig
+from ..flops import flop_summary
 from ..regularize import frobenius_decay, param_groups
 from ..surgery import factorize_model, summarize
 from .callbacks import Callback, StepInfo
-from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import (
+    LAST,
+    load_checkpoint,
+    load_model_weights,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from .distributed import barrier, init_distributed
 from .schedule import lr_multiplier
 
@@ -116,6 +126,8 @@ class Trainer:
         self.task = self.data.task
         model = models.create(config.model, **self.data.model_kwargs, **config.model_kwargs)
         self.dense_params = sum(p.numel() for p in model.parameters())
+        if config.init_from:  # e.g. a trained dense model to compress (tdecomp compress)
+            model.load_state_dict(load_model_weights(config.init_from))
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
             factorize_model(
@@ -126,6 +138,7 @@ class Trainer:
                 skip=skip,
                 progress=self.is_main and config.progress,
                 targets=config.targets,
+                allocation=config.allocation,
             )
         model.to(self.device)
         if config.channels_last:
@@ -410,6 +423,7 @@ class Trainer:
             "dense_params": self.dense_params,
             "param_ratio": params / self.dense_params,
             "factorized_layer_ratio": report.ratio if report.layers else 1.0,
+            **flop_summary(self.model, self.task, next(self._batches(self.test_loader))),
             "epochs": last["epoch"],
             "time_s": last["time_s"],
             **{k: getattr(cfg, k) for k in ("model", "data", "family", "rank", "init", "reg", "seed")},
