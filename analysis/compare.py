@@ -10,9 +10,13 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -> list[Path]:
-    """Error-bar scatter: x = parameters (log scale), y = the rows' metric (test accuracy in %); colour = method,
-    marker = family. ``rows`` come from :func:`tdecomp.results.aggregate`. Writes PNG and PDF."""
+AXES = {"params": "parameters (count, log scale)", "flops": "forward FLOPs per example (log scale)"}
+
+
+def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "", x: str = "params") -> list[Path]:
+    """Error-bar scatter: x = parameters or FLOPs (``x``, a key of :data:`AXES`; log scale), y = the
+    rows' metric (test accuracy in %); colour = method, marker = family. ``rows`` come from
+    :func:`tdecomp.results.aggregate`. Writes PNG and PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +27,7 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -
     fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     for r in rows:
         ax.errorbar(
-            r["params"],
+            r[x],
             r["metric_mean"],
             yerr=r["metric_std"],
             capsize=3,
@@ -44,7 +48,7 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -
     ]
     ax.legend(handles=handles, fontsize=8, ncol=2, loc="lower right")
     ax.set_xscale("log")
-    ax.set_xlabel("parameters (count, log scale)")
+    ax.set_xlabel(AXES[x])
     ax.set_ylabel(rows[0]["metric"] if rows else "test acc (%)")
     ax.grid(True, alpha=0.3)
     if title:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -21,7 +22,7 @@ import yaml
 DENSE_IRRELEVANT = ("rank", "init", "reg")
 # headline metric → (column label, scale applied to summary["test_<metric>"])
 METRICS = {"acc": ("test acc (%)", 100.0), "bleu": ("test BLEU", 1.0), "ppl": ("test ppl", 1.0),
-           "loss": ("test loss", 1.0)}
+           "loss": ("test loss", 1.0), "acc_before_finetune": ("test acc before fine-tuning (%)", 100.0)}
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def aggregate(
 ) -> list[dict]:
     """One row per distinct ``keys`` (``method`` is derived): mean ± sample std over seeds of
     the headline ``metric`` (``summary["test_<metric>"]``, one of :data:`METRICS`; accuracy in %),
-    mean parameters, parameter ratio and wall time. Rows carry the metric's column label."""
+    mean parameters, parameter ratio, FLOPs per example and wall time. Rows carry the metric's column label."""
     from ._validation import check_choice
 
     check_choice("metric", metric, tuple(METRICS))
@@ -111,6 +112,8 @@ def aggregate(
                 "metric_std": std,
                 "params": round(statistics.fmean(r.summary["params"] for r in members)),
                 "param_ratio": statistics.fmean(r.summary["param_ratio"] for r in members),
+                # forward FLOPs per example (runs from before FLOPs were recorded have none)
+                "flops": statistics.fmean(r.summary.get("flops", math.nan) for r in members),
                 "time_s": statistics.fmean(r.summary["time_s"] for r in members),
             }
         )

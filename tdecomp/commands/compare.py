@@ -1,10 +1,10 @@
-"""``tdecomp compare RUN_DIR …``: paper-style tables and accuracy-vs-parameters figures."""
+"""``tdecomp compare RUN_DIR …``: paper-style tables and accuracy-vs-parameters (or -FLOPs) figures."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "tables (Markdown/CSV/LaTeX, mean ± std over seeds) and accuracy-vs-params figures across runs"
+HELP = "tables (Markdown/CSV/LaTeX, mean ± std over seeds) and accuracy-vs-params (or FLOPs) figures across runs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--metric", default="acc",
                         help="headline metric from summary.json: acc (%%), bleu, ppl or loss (default: acc)")
+    parser.add_argument("--x", default="params", choices=("params", "flops"),
+                        help="figure x axis: parameters or forward FLOPs per example (default: params)")
     parser.add_argument("--pivot", default=None,
                         help="also print/write a paper-layout table with one column per value of this key (e.g. rank)")
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     rows = aggregate(load_runs(args.runs), keys=keys, metric=args.metric)
     out = Path(args.out or args.runs[0])
     paths = write_tables(rows, keys, out, stem="comparison")
-    figures = plot_accuracy_vs_params(rows, out / "comparison_accuracy_vs_params")
+    figures = plot_accuracy_vs_params(rows, out / f"comparison_accuracy_vs_{args.x}", x=args.x)
     print(to_markdown(rows, keys))
     if args.pivot:
         pivot = to_pivot_markdown(rows, keys, args.pivot)

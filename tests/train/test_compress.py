@@ -108,3 +108,26 @@ def test_compress_each_family(dense_run, tmp_path, family):
     assert summary["flops"] == pytest.approx(_counted_flops(rebuilt, x), rel=1e-9)
     assert summary["dense_flops"] == pytest.approx(dense["flops"], rel=1e-9)
     assert summary["flop_ratio"] < 1
+
+
+def test_compare_plots_against_flops_and_tabulates_accuracy_before_finetuning(tmp_path, capsys):
+    import csv
+
+    import yaml
+
+    for allocation, flops, seed, before in [("uniform", 200.0, 0, 0.5), ("uniform", 220.0, 1, 0.7),
+                                             ("energy", 150.0, 0, 0.9)]:
+        run = tmp_path / "runs" / f"{allocation}{seed}"
+        run.mkdir(parents=True)
+        run.joinpath("config.yaml").write_text(yaml.safe_dump(
+            {"model": "cnn", "family": "tt", "rank": 0.1, "allocation": allocation, "seed": seed}))
+        run.joinpath("summary.json").write_text(json.dumps(
+            {"test_acc": 0.9, "test_acc_before_finetune": before, "params": 100, "param_ratio": 0.1,
+             "flops": flops, "time_s": 1.0}))
+    out = tmp_path / "out"
+    assert main(["compare", str(tmp_path / "runs"), "--out", str(out), "--by", "family,allocation",
+                 "--metric", "acc_before_finetune", "--x", "flops"]) == 0
+    assert "| tt | uniform | 60.00 ± 14.14 |" in capsys.readouterr().out
+    rows = {r["allocation"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
+    assert float(rows["uniform"]["flops"]) == 210.0 and float(rows["energy"]["flops"]) == 150.0
+    assert (out / "comparison_accuracy_vs_flops.png").is_file()
