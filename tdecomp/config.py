@@ -142,6 +142,8 @@ class TrainConfig:
         The default is what a resumed run may not change: everything that defines the model, data
         or optimization (only :data:`RESUME_MAY_CHANGE` may differ, e.g. more ``epochs``)."""
         current = self.to_dict()
+        # a key added after ``saved`` was written ran at its default (keys are added that way)
+        saved = {**TrainConfig().to_dict(), **saved}
         return [k for k in current if k not in may_change and saved.get(k) != current[k]]
 
     @property

@@ -131,3 +131,10 @@ def test_compare_plots_against_flops_and_tabulates_accuracy_before_finetuning(tm
     rows = {r["allocation"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
     assert float(rows["uniform"]["flops"]) == 210.0 and float(rows["energy"]["flops"]) == 150.0
     assert (out / "comparison_accuracy_vs_flops.png").is_file()
+
+
+def test_run_folders_written_before_the_new_keys_still_match():
+    config = load_config(None, {"family": "tt"})
+    older = {k: v for k, v in config.to_dict().items() if k not in ("allocation", "init_from")}
+    assert config.conflicts(older) == []
+    assert load_config(None, {"family": "tt", "allocation": "energy"}).conflicts(older) == ["allocation"]
