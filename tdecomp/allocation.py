@@ -79,26 +79,26 @@ class EnergyCurve:
 
 
 class CPFitCurve(EnergyCurve):
-    """E(R) = 1 − ‖W − W_R‖²_F/‖W‖²_F of :func:`cp_als` at rank R ≤ R_max (the rank holding as many
-    parameters as W). Fitted lazily at :data:`CP_FIT_POINTS` geometric ranks, made non-decreasing
-    and linearly interpolated in between: a search for E(R) ≥ t fits only the ranks up to the first
-    grid point that reaches t (ALS cost grows as R², so the high ranks a small budget never needs
-    are never fitted)."""
+    """E(R) = 1 − ‖W − W_R‖²_F/‖W‖²_F of :func:`cp_als` on ``tensor`` (W as ``spec.tensor_shape``)
+    at rank R ≤ R_max (the rank holding as many parameters as W). Fitted lazily at
+    :data:`CP_FIT_POINTS` geometric ranks, made non-decreasing and linearly interpolated in between:
+    a search for E(R) ≥ t fits only the ranks up to the first grid point that reaches t (ALS cost
+    grows as R², so the high ranks a small budget never needs are never fitted)."""
 
-    def __init__(self, spec: DenseSpec, weight: Tensor) -> None:
+    def __init__(self, spec: DenseSpec, tensor: Tensor) -> None:
         from .layers.cp import CPLayer
 
         (self.size,) = CPLayer._ranks_at_scale(spec, 1.0)
         self.grid = sorted({round(r) for r in torch.logspace(0, math.log10(self.size), CP_FIT_POINTS).tolist()})
-        self.weight, self.total = weight, weight.square().sum()
+        self.tensor, self.total = tensor, tensor.square().sum()
         self.fits: list[float] = []  # E at grid[: len(fits)], running maximum
 
     def _fit(self, i: int) -> float:
         while len(self.fits) <= i:
-            factors = cp_als(self.weight, self.grid[len(self.fits)], n_iter=CP_FIT_SWEEPS)
-            letters = "abcdefgh"[: self.weight.ndim]
+            factors = cp_als(self.tensor, self.grid[len(self.fits)], n_iter=CP_FIT_SWEEPS)
+            letters = "abcdefgh"[: self.tensor.ndim]
             approx = torch.einsum(",".join(f"{c}z" for c in letters) + f"->{letters}", *factors)
-            fit = float(1 - (self.weight - approx).square().sum() / self.total)
+            fit = float(1 - (self.tensor - approx).square().sum() / self.total)
             self.fits.append(max([fit, *self.fits[-1:]]))
         return self.fits[i]
 
@@ -121,7 +121,8 @@ def energy_curves(family: str, spec: DenseSpec, weight: Tensor, options: dict[st
     """Per rank entry of ``family`` on a layer ``spec`` with ``weight`` (``spec.weight_shape``): the
     :class:`EnergyCurve` of the unfolding the entry truncates (see the module docstring); ``None``
     for an entry the family keeps at full size (Tucker's fixed spatial modes)."""
-    total = weight.square().sum()
+    tensor = weight.reshape(spec.tensor_shape)  # the modes the families decompose (size-1 axes dropped)
+    total = tensor.square().sum()
 
     def svd_curve(matrix: Tensor) -> EnergyCurve:
         return EnergyCurve(torch.linalg.svdvals(matrix).square(), total)
@@ -131,14 +132,14 @@ def energy_curves(family: str, spec: DenseSpec, weight: Tensor, options: dict[st
     if family == "tucker":
         fixed = TuckerLayer._fixed_spatial(spec, options.get("fixed_spatial"))
         return [
-            None if fixed and k >= 2 else svd_curve(weight.movedim(k, 0).reshape(n, -1))
-            for k, n in enumerate(spec.weight_shape)
+            None if fixed and k >= 2 else svd_curve(tensor.movedim(k, 0).reshape(n, -1))
+            for k, n in enumerate(spec.tensor_shape)
         ]
     if family == "tt":
-        tensor, shape = weight.movedim(0, -1), _tt_shape(spec)
-        return [svd_curve(tensor.reshape(math.prod(shape[: k + 1]), -1)) for k in range(len(shape) - 1)]
+        chain, shape = tensor.movedim(0, -1), _tt_shape(spec)
+        return [svd_curve(chain.reshape(math.prod(shape[: k + 1]), -1)) for k in range(len(shape) - 1)]
     if family == "cp":
-        return [CPFitCurve(spec, weight)]
+        return [CPFitCurve(spec, tensor)]
     raise ValueError(f"rank allocation by the trained weight does not know family {family!r}; "
                      "use allocation='uniform' for it")
 

@@ -118,3 +118,18 @@ def test_allocation_errors_name_the_fix():
         tdecomp.factorize_model(TinyResNet(), "lowrank", 0.3, progress=False, allocation="svd")
     with pytest.raises(ValueError, match="float"):
         tdecomp.factorize_model(TinyResNet(), "lowrank", 4, progress=False, allocation="energy")
+
+
+def test_energy_recovers_exact_ranks_of_conv1d_layers():
+    torch.manual_seed(0)
+    true, convs = [2, 5, 9], [nn.Conv1d(6, 10, 5), nn.Conv1d(10, 12, 5), nn.Conv1d(12, 16, 3)]
+    model = nn.Sequential(*convs).double()
+    with torch.no_grad():
+        for conv, r in zip(convs, true):  # rank r as c_out × (c_in·k), the low-rank matricization
+            o, i, k = conv.weight.shape
+            conv.weight.copy_((torch.randn(o, r, dtype=F64) @ torch.randn(r, i * k, dtype=F64)).reshape(o, i, k))
+    weights = [m.weight.detach().clone() for m in model]
+    ratio = _matching_ratio(model, "lowrank", [(r,) for r in true])
+    tdecomp.factorize_model(model, "lowrank", ratio, skip=(), progress=False, allocation="energy")
+    assert [layer.rank for layer in model] == [(r,) for r in true]
+    assert max(float((layer.reconstruct().detach() - w).norm() / w.norm()) for layer, w in zip(model, weights)) < 1e-8
