@@ -14,7 +14,7 @@ from .layers import (
     get_family,
     register_family,
 )
-from .regularize import frobenius_decay, param_groups
+from .regularize import frobenius_decay, param_groups, rebalance
 from .surgery import collapse_model, eligible_layers, factorize, factorize_model, summarize
 
 __version__ = "0.1.0"
@@ -36,6 +36,7 @@ __all__ = [
     "frobenius_decay",
     "get_family",
     "param_groups",
+    "rebalance",
     "register_family",
     "summarize",
 ]

@@ -63,6 +63,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     fd_coef: float | None = None  # Frobenius-decay λ; None: same as weight_decay (as the paper)
+    rebalance: bool | None = None  # tdecomp.rebalance after each step; None: on under reg=fd
     schedule: str = "step"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
     gamma: float = 0.1
@@ -127,6 +128,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a number ≥ 0, got {value!r}")
         if self.fd_coef is not None and (not isinstance(self.fd_coef, (int, float)) or self.fd_coef < 0):
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
+        if self.rebalance is not None and not isinstance(self.rebalance, bool):
+            raise ValueError(f"rebalance must be true, false or null (on under reg=fd), got {self.rebalance!r}")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be fractions of training in (0, 1), got {self.milestones!r}")
         rank = self.rank
@@ -150,6 +153,13 @@ class TrainConfig:
     def frobenius_coef(self) -> float:
         """λ of Frobenius decay (only used with ``reg=fd``)."""
         return float(self.weight_decay if self.fd_coef is None else self.fd_coef)
+
+    @property
+    def rebalances(self) -> bool:
+        """Whether the trainer calls :func:`tdecomp.rebalance` after each optimizer step:
+        ``rebalance``, or by default under ``reg=fd`` (FD cannot hold factor norms balanced; plain
+        weight decay on the factors does, and ``reg=wd``/``none`` stay the unmodified baselines)."""
+        return self.reg == "fd" if self.rebalance is None else self.rebalance
 
     @property
     def factor_rank(self) -> float | int | tuple[int, ...]:

@@ -37,7 +37,7 @@ from .._budget import allocate
 from .._decompositions import tucker_hooi
 from .._registry import Registry
 from .._validation import check_choice, check_positive_int
-from ..init import INIT_METHODS, balance_norms, balanced_std
+from ..init import INIT_METHODS, balance_norms, balanced_std, equalizing_scales
 from .base import Factorized, Rank
 from .lowrank import balanced_svd, product_frobenius_sq
 
@@ -188,6 +188,12 @@ class HeadProducts(nn.Module, ABC):
         """Σ_h ‖L_h R_hᵀ‖²_F = Σ_h tr((L_hᵀL_h)(R_hᵀR_h)), O(H(m+n)k²); no product is formed."""
         return product_frobenius_sq(self.left(), self.right())
 
+    def balancing_scales(self) -> tuple[list[tuple[nn.Parameter, Tensor]], Tensor | float]:
+        """``(parameter, scale)`` pairs that leave every product unchanged and balance the factor
+        norms (see :meth:`Factorized.balancing_scales`), and the factor c by which they scale
+        R_h (L_h scales by 1/c). Default: none (two factors per product, as low-rank layers)."""
+        return [], 1.0
+
     def extra_repr(self) -> str:
         return f"heads={self.heads}, ({self.m}, {self.n}), rank={self.rank}"
 
@@ -254,7 +260,8 @@ class TuckerHeads(HeadProducts):
     This is the Tucker decomposition of the stacked products (H, m, n) with the head mode kept
     at full rank (a head factor would be absorbed by the core). L_h = U G_h, R_h = V: the heads
     share one key (value) projection, as in multi-query attention, and differ by their core
-    slice. SI: HOOI of the stacked products, then balanced factor norms.
+    slice. SI: HOOI of the stacked products, then balanced factor norms; under Frobenius decay
+    :func:`tdecomp.rebalance` keeps them balanced after each optimizer step.
     """
 
     family = "tucker"
@@ -308,6 +315,13 @@ class TuckerHeads(HeadProducts):
         s = balanced_std(std, math.prod(self.rank), 3)
         for p in (self.core, self.U, self.V):
             p.normal_(0.0, s)
+
+    def balancing_scales(self) -> tuple[list[tuple[nn.Parameter, Tensor]], Tensor | float]:
+        """Equal norms of G, U, V (Π c = 1, products unchanged): three factors drift under FD
+        with SGD as a Tucker layer's do (:func:`tdecomp.rebalance`). R_h = V scales by c_V."""
+        factors = [self.core, self.U, self.V]
+        scales = equalizing_scales(torch.stack([f.norm() for f in factors]))
+        return list(zip(factors, scales)), scales[2]
 
 
 # ---------------------------------------------------------------------------------- dense side
@@ -520,6 +534,14 @@ class FactorizedMultiheadAttention(Factorized):
     def frobenius_sq(self) -> Tensor:
         """Σ_h ‖W_Q^h W_K^hᵀ‖²_F + ‖W_O^h W_V^hᵀ‖²_F from factor Grams (no product formed)."""
         return self.qk.frobenius_sq() + self.ov.frobenius_sq()
+
+    def balancing_scales(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """The product sets' balancing scales, plus the query and value biases, which live in the
+        factor space: c_h in q_h = X_q L_h + c_h pairs with R_h (c_h ← c_h/c), e_h in
+        v_h = X_v R'_h + e_h with R'_h (e_h ← c'·e_h)."""
+        (qk, qk_right), (ov, ov_right) = self.qk.balancing_scales(), self.ov.balancing_scales()
+        biases = [] if self.q_bias is None or not qk + ov else [(self.q_bias, 1 / qk_right), (self.v_bias, ov_right)]
+        return qk + ov + biases
 
     def forward(
         self,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .._budget import allocate
 from .._registry import Registry
 from .._validation import check_choice
-from ..init import INIT_METHODS, balanced_std
+from ..init import INIT_METHODS, balanced_std, equalizing_scales
 from .spec import DenseSpec
 
 Rank = int | float | Sequence[int]
@@ -173,6 +173,16 @@ class Factorized(nn.Module, ABC):
         """The parameters that are factors (everything except biases)."""
         return [p for name, p in self.named_parameters() if not name.endswith("bias")]
 
+    def balancing_scales(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """``(parameter, scale)`` pairs whose products ``parameter * scale`` leave the module's
+        function unchanged and balance its factor norms; :func:`tdecomp.rebalance` applies them.
+
+        Frobenius decay penalizes only the products, so it is blind to rescalings between factors
+        (T_j·c, T_k/c); with more than two factors discrete SGD drifts along them until one factor
+        is tiny, its gradient (∝ 1/‖T_k‖) huge and a step overshoots to NaN. Default: none.
+        """
+        return []
+
     @property
     def num_params(self) -> int:
         """Number of parameters the module holds (factors and bias)."""
@@ -274,6 +284,23 @@ class FactorizedLayer(Factorized):
     @abstractmethod
     def init_spectral(self, weight: Tensor) -> None:
         """Set the factors to the family's decomposition of ``weight`` (shape ``spec.weight_shape``)."""
+
+    def _balanced_norms(self) -> Tensor:
+        """The norms :meth:`balancing_scales` equalizes, (K, …) for the K :meth:`factors`: by default
+        their Frobenius norms (K,); a family with finer exact rescalings (CP's per-component) overrides it."""
+        return torch.stack([f.norm() for f in self.factors()])
+
+    def balancing_scales(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """Equal factor norms at a fixed W (:func:`tdecomp.init.equalizing_scales` of
+        :meth:`_balanced_norms`), for layers of more than two factors.
+
+        Two factors (U Vᵀ, the paper's setting, and CP/TT of a Linear layer) are left to plain FD:
+        measured stable (``docs/dynamics.md``), and FD there stays exactly the paper's.
+        """
+        factors = self.factors()
+        if len(factors) <= 2:
+            return []
+        return list(zip(factors, equalizing_scales(self._balanced_norms())))
 
     @abstractmethod
     def _random_init_terms(self) -> int:

@@ -37,6 +37,10 @@ class CPLayer(FactorizedLayer):
 
     Spectral init: the bounded ALS of :func:`tdecomp._decompositions.cp_als`.
     Rank: an int R, ``(R,)``, or a float parameter ratio.
+
+    Training with Frobenius decay: call :func:`tdecomp.rebalance` after each optimizer step (the
+    trainer does under ``reg=fd``); it equalizes each component's column norms ‖a_r⁽ᵏ⁾‖ over
+    the modes, the rescalings FD cannot see (layers of more than two modes).
     """
 
     @classmethod
@@ -107,6 +111,10 @@ class CPLayer(FactorizedLayer):
 
     def _random_init_terms(self) -> int:
         return self.rank[0]
+
+    def _balanced_norms(self) -> Tensor:
+        """Column norms ‖a_r⁽ᵏ⁾‖, (N, R): each component r is rescaled on its own (exact for W)."""
+        return torch.stack([f.norm(dim=0) for f in self.weight.factors])
 
     @classmethod
     def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:

@@ -45,6 +45,10 @@ class LowRankLayer(FactorizedLayer):
     ‖W‖²_F = tr((UᵀU)(VᵀV)), or tr(Mᵀ(UᵀU)M(VᵀV)) when overcomplete: O((m+n)r² + r³).
     Rank: an int r, a tuple ``(r,)``, or a float parameter ratio (ratios above what r = min(m, n)
     needs give the overcomplete form, the paper's "knowledge distillation without a teacher").
+
+    Training with Frobenius decay: U Vᵀ trains with plain FD as in the paper; the overcomplete
+    U M Vᵀ has three factors, and :func:`tdecomp.rebalance` (called after each optimizer step,
+    by the trainer under ``reg=fd``) equalizes their norms, which FD cannot see.
     """
 
     @staticmethod

@@ -35,6 +35,10 @@ class TTLayer(FactorizedLayer):
     for Linear and 1×1); an int gives all equal; a float is a parameter ratio reached by scaling
     every rank proportionally to its full-rank bound min(Π_{j≤k} n_j, Π_{j>k} n_j)
     (tensorly-torch's auto-rank undershoots).
+
+    Training with Frobenius decay: call :func:`tdecomp.rebalance` after each optimizer step (the
+    trainer does under ``reg=fd``); it equalizes the core norms (G_k·c, G_{k+1}/c leave W
+    unchanged and FD cannot see them, so SGD would drift along them).
     """
 
     @classmethod

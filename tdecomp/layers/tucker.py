@@ -15,8 +15,6 @@ from ..init import balance_norms
 from .base import Cost, FactorizedLayer, Grid, register_family
 from .spec import DenseSpec
 
-_SMALL_KERNEL = 3
-
 
 def _mode_products(core: Tensor, matrices: list[Tensor]) -> Tensor:
     """core ×₁ M₁ ×₂ M₂ … with M_k (n_k, r_k): each step contracts the leading mode and appends n_k."""
@@ -47,17 +45,23 @@ class TuckerLayer(FactorizedLayer):
     error is at most HOSVD's), then balanced.
 
     Rank: one entry per mode, ``rank_names(spec)`` (e.g. ``(r_out, r_in, r_h, r_w)``,
-    ``(r_out, r_in)`` for Linear); an int r gives ``(r, r, …)``; a float is a parameter ratio
-    reached by scaling r_out, r_in proportionally to c_out, c_in. Option ``fixed_spatial`` keeps
-    the kernel modes at full rank; by default it is on for kernels up to 3 per mode
-    (tensorly-torch's float rank squashes those modes).
+    ``(r_out, r_in)`` for Linear); an int r gives ``(r, r, *kernel)``; a float is a parameter
+    ratio reached by scaling r_out, r_in proportionally to c_out, c_in. Option ``fixed_spatial``
+    (default ``True``, any kernel shape) keeps the kernel modes at full rank so the budget is
+    spent on channels: kernel modes are small, and squashing them (tensorly-torch's float rank;
+    ``fixed_spatial=False`` scales them like the channels) leaves e.g. a 1×5 kernel one shared
+    5-tap filter. Explicit tuples are kept.
+
+    Training with Frobenius decay: call :func:`tdecomp.rebalance` after each optimizer step
+    (the trainer does under ``reg=fd``). FD sees only W, so SGD drifts along the rescalings
+    G ×_k c_k, U_k/c_k; a small factor (e.g. a 1×1 one, before size-1 modes were folded into the
+    core) shrank to 0 and the next step overshot to NaN in 13 of 16 runs of issue 15
+    (``docs/dynamics.md``).
     """
 
     @staticmethod
     def _fixed_spatial(spec: DenseSpec, fixed_spatial: bool | None) -> bool:
-        if fixed_spatial is None:
-            return max(spec.factor_kernel, default=1) <= _SMALL_KERNEL
-        return bool(fixed_spatial)
+        return True if fixed_spatial is None else bool(fixed_spatial)
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:

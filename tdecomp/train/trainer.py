@@ -11,8 +11,10 @@ Files written to ``config.out`` (main process only):
   (forward FLOPs per example, :func:`tdecomp.flops.flop_summary`), ``flop_ratio``, …
 
 Regularization (``reg``): ``fd`` adds λ/2·Σ‖W‖²_F of the factorized products to the loss and gives
-factors no plain weight decay; ``wd`` puts plain weight decay on the factors (the baseline the
-paper criticizes); ``none`` neither. Dense weights keep plain weight decay in every case.
+factors no plain weight decay, and (``rebalance``, default on under ``fd``) equalizes factor norms
+after each step with :func:`tdecomp.rebalance`, a no-op on W; ``wd`` puts plain weight decay on the
+factors (the baseline the paper criticizes); ``none`` neither. Dense weights keep plain weight
+decay in every case.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from .. import data as datasets
 from .. import models
 from ..config import TrainConfig
 from ..flops import flop_summary
-from ..regularize import frobenius_decay, param_groups
+from ..regularize import frobenius_decay, param_groups, rebalance
 from ..surgery import factorize_model, summarize
 from .callbacks import Callback, StepInfo
 from .checkpoint import (
@@ -344,6 +346,8 @@ class Trainer:
                 cb.on_before_optimizer_step(self)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if cfg.rebalances:
+                rebalance(self.model, self.optimizer)
             self.scheduler.step()
             self.global_step += 1
             for key, v in stats.items():
