@@ -150,7 +150,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.plot:
         with open(args.out) as f:
-            plot([json.loads(line) for line in f if line.strip()], args.plot)
+            records = [json.loads(line) for line in f if line.strip()]
+        plot([r for r in records if r["family"] in args.families and r["init"] in args.inits], args.plot)
         return
     torch.set_num_threads(args.threads)
     data = mnist1d()

@@ -165,7 +165,7 @@ def _train_tucker_fd(
     for step in range(steps):
         index = torch.randint(0, len(x), (128,))
         loss = F.cross_entropy(model(x[index]), y[index]) + 0.5 * 5e-4 * tdecomp.frobenius_decay(model)
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             return step, math.inf, math.inf
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -193,3 +193,21 @@ def test_trainer_rebalances_after_each_step_by_default_under_fd(tmp_path, reg, r
     layers = [m for m in trainer.model.modules() if isinstance(m, tdecomp.FactorizedLayer)]
     norms = [torch.stack([f.norm() for f in m.factors()]) for m in layers]
     assert all(torch.allclose(n, n.mean().expand_as(n), rtol=1e-4) for n in norms) is expected
+
+
+def _assert_trains_stably(seed: int) -> None:
+    """Without rebalancing seed 0 hits NaN at step 279 and every seed starts with balancedness ≈ 18
+    and factor norms ≈ 5.7; with it the (max) factor norm stays ≈ 2.1 and balancedness ≈ 2.5."""
+    nan_step, max_norm, max_balance = _train_tucker_fd(seed, 300, (16, 32, 32, 32), rebalance=True)
+    assert nan_step is None, f"seed {seed}: NaN loss at step {nan_step}"
+    assert max_norm < 5 and max_balance < 8, f"seed {seed}: factor norm {max_norm}, balancedness {max_balance}"
+
+
+def test_issue15_tucker_random_fd_trains_300_steps_without_nan():
+    _assert_trains_stably(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_issue15_tucker_random_fd_trains_without_nan_over_5_seeds(seed):
+    _assert_trains_stably(seed)
