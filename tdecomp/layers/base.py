@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 
@@ -172,6 +172,9 @@ class FactorizedLayer(Factorized):
     """
 
     family: ClassVar[str]
+    # keyword options of :meth:`from_dense` beyond ``init``/``implementation`` (e.g. Tucker's
+    # ``fixed_spatial``); anything else is rejected by :meth:`check_options`
+    accepted_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -351,6 +354,15 @@ class FactorizedLayer(Factorized):
         return clamped
 
     @classmethod
+    def check_options(cls, options: Collection[str]) -> None:
+        """``TypeError`` naming any option this family does not accept (a typo would be ignored)."""
+        unknown = sorted(set(options) - {"implementation", *cls.accepted_options})
+        if unknown:
+            accepted = ", ".join(["implementation", *cls.accepted_options])
+            raise TypeError(f"family {cls.family!r} got unknown option(s) {', '.join(unknown)}; "
+                            f"it accepts: {accepted}")
+
+    @classmethod
     def from_dense(
         cls,
         module: nn.Module,
@@ -361,6 +373,7 @@ class FactorizedLayer(Factorized):
     ) -> FactorizedLayer:
         """Factorize ``module`` (``nn.Linear`` or ``nn.Conv2d``); see :func:`tdecomp.factorize`."""
         check_choice("init", init, INIT_METHODS)
+        cls.check_options(options)
         spec = DenseSpec.from_module(module)
         weight = module.weight.detach()
         layer = cls(

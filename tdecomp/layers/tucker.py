@@ -40,6 +40,8 @@ class TuckerLayer(FactorizedLayer):
     on for kernels up to 3×3 (tensorly-torch's float rank squashes those modes).
     """
 
+    accepted_options = ("fixed_spatial",)
+
     @staticmethod
     def _fixed_spatial(spec: DenseSpec, fixed_spatial: bool | None) -> bool:
         if fixed_spatial is None:
