@@ -73,3 +73,22 @@ def test_attention_to_dense_works_for_a_head_family_without_U(monkeypatch):
     x = torch.randn(3, 5, 8)
     dense = layer.to_dense().eval()
     torch.testing.assert_close(dense(x, x, x)[0], layer(x, x, x)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(6, 4), tdecomp.factorize(nn.Linear(6, 4), "lowrank", 2)])
+def test_dynamics_tracker_records_an_all_zero_weight(layer):
+    from analysis.dynamics import DynamicsTracker
+
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.zero_()
+    model = nn.Sequential(layer)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with DynamicsTracker(model, opt, every=1) as tracker:
+        model(torch.randn(3, 6)).sum().backward()
+        tracker.before_step()
+        opt.step()
+        tracker.step()
+    start, after = (record["layers"]["0"] for record in tracker.records)
+    assert start["norm"] == 0.0 and start["lr"] == 0.1
+    assert "eta_over_norm" not in start and "angle_step" not in after  # undefined at ‖W‖ = 0
