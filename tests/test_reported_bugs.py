@@ -92,3 +92,13 @@ def test_dynamics_tracker_records_an_all_zero_weight(layer):
     start, after = (record["layers"]["0"] for record in tracker.records)
     assert start["norm"] == 0.0 and start["lr"] == 0.1
     assert "eta_over_norm" not in start and "angle_step" not in after  # undefined at ‖W‖ = 0
+
+
+def test_model_kwargs_may_override_what_the_data_sets(tmp_path):
+    from tdecomp.config import load_config
+    from tdecomp.train.trainer import Trainer
+
+    config = load_config(None, {"model": "cnn", "data": "digits", "model_kwargs": {"num_classes": 12},
+                                "out": str(tmp_path), "progress": False})
+    logits = Trainer(config).model(torch.zeros(2, 1, 8, 8))
+    assert logits.shape == (2, 12)

@@ -114,7 +114,7 @@ class Trainer:
             **config.data_kwargs,
         )
         self.task = self.data.task
-        model = models.create(config.model, **self.data.model_kwargs, **config.model_kwargs)
+        model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
         self.dense_params = sum(p.numel() for p in model.parameters())
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
