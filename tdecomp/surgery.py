@@ -168,8 +168,7 @@ def factorize_model(
         _check_attention_options(options)
     ranks: list[Rank]
     if isinstance(rank, float) and not isinstance(rank, bool):
-        if not math.isfinite(rank) or rank <= 0:
-            raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
+        get_family(family).check_ratio(rank)
         terms = [_budget_terms(m, family, options) for _, m in layers]
         ranks = allocate(
             [ranks_at for ranks_at, _, _ in terms],

@@ -45,6 +45,8 @@ class LowRankLayer(FactorizedLayer):
     needs give the overcomplete form, the paper's "knowledge distillation without a teacher").
     """
 
+    has_overcomplete_form = True
+
     @staticmethod
     def _dims(spec: DenseSpec) -> tuple[int, int]:
         kh, kw = spec.kernel_size
