@@ -376,7 +376,9 @@ class DynamicsTracker(Callback):
             if t.family != "dense":
                 entry["factor_norms"] = row[i + len(_VECTOR) : i + n]
             norm = values["norm"]
-            entry |= {"lr": lr, "eta_over_norm": lr / norm, "eta_over_norm_sq": lr / norm**2, "weight_decay": decay}
+            entry |= {"lr": lr, "weight_decay": decay}
+            if norm > 0:  # undefined for an all-zero weight, omitted like every other undefined value
+                entry |= {"eta_over_norm": lr / norm, "eta_over_norm_sq": lr / norm**2}
             if momentum is not None:
                 entry["momentum"] = momentum
                 entry["equilibrium"] = math.sqrt(2 * lr * decay / (1 + momentum))

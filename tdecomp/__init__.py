@@ -1,6 +1,7 @@
 """tdecomp: factorized neural layers (low-rank, CP, Tucker, TT) with spectral initialization
 and Frobenius decay (Khodak, Tenenholtz, Mackey, Fusi, ICLR 2021) for every family."""
 
+from . import models  # the model registry: tdecomp.models.create("resnet20", num_classes=10)
 from .layers import (
     CPLayer,
     DenseSpec,
@@ -35,6 +36,7 @@ __all__ = [
     "factorize_model",
     "frobenius_decay",
     "get_family",
+    "models",
     "param_groups",
     "rebalance",
     "register_family",

@@ -29,6 +29,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def registry_choices() -> dict[str, tuple[str, ...]]:
+    """Valid ``model``, ``data``, ``family`` and ``allocation`` names: the registries (importing them
+    registers all)."""
+    from .allocation import available_allocations
+    from .data import available_datasets
+    from .layers import available_families
+    from .models import available_models
+
+    return {"model": available_models(), "data": available_datasets(),
+            "family": FAMILY_CHOICES_EXTRA + available_families(), "allocation": available_allocations()}
+
+
 # keys a resumed run may change; the rest must equal the interrupted run's config.yaml. More
 # ``epochs`` extends a run (the lr schedule is recomputed for the new total from the current step).
 RESUME_MAY_CHANGE = frozenset(
@@ -91,19 +103,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value and the valid ones."""
-        from .data import available_datasets
-        from .layers import available_families
-        from .models import available_models
+        from .layers import get_family
+        from .surgery import TARGETS
 
-        check_choice("model", self.model, available_models())
-        check_choice("data", self.data, available_datasets())
-        check_choice("family", self.family, FAMILY_CHOICES_EXTRA + available_families())
-        from .allocation import available_allocations
-
-        check_choice("allocation", self.allocation, available_allocations())
+        for key, choices in registry_choices().items():
+            check_choice(key, getattr(self, key), choices)
         if not isinstance(self.init_from, str):
             raise ValueError(f"init_from must be a run folder or checkpoint path (or empty), got {self.init_from!r}")
-        from .surgery import TARGETS
 
         if not isinstance(self.targets, list) or not self.targets:
             raise ValueError(f"targets must be a non-empty list drawn from {sorted(TARGETS)}, got {self.targets!r}")
@@ -138,6 +144,10 @@ class TrainConfig:
             or (isinstance(rank, list) and all(isinstance(r, int) for r in rank))
         ):
             raise ValueError(f"rank must be a float ratio, an int or a list of ints, got {rank!r}")
+        if not all(r > 0 for r in (rank if isinstance(rank, list) else [rank])) or rank == []:
+            raise ValueError(f"rank must be positive (a parameter ratio, an int or a list of ints), got {rank!r}")
+        if isinstance(rank, float) and self.family != "dense":
+            get_family(self.family).check_ratio(rank)
 
     def conflicts(self, saved: dict[str, Any], may_change: Collection[str] = RESUME_MAY_CHANGE) -> list[str]:
         """Keys, outside ``may_change``, whose value differs from ``saved`` (a run's config.yaml).

@@ -54,8 +54,16 @@ def factorize(
             (e.g. Tucker's ``fixed_spatial``); attention takes none.
     """
     if isinstance(module, nn.MultiheadAttention):
+        _check_attention_options(options)
         return FactorizedMultiheadAttention.from_dense(module, rank, family=family, init=init)
     return get_family(family).from_dense(module, rank, init=init, **options)
+
+
+def _check_attention_options(options: dict[str, Any]) -> None:
+    """Factorized attention has no options; reject them rather than drop them."""
+    if options:
+        raise TypeError(f"factorized attention takes no options, got {', '.join(sorted(options))}; "
+                        "factorize attention in its own call (targets=('attention',)) without them")
 
 
 def _default_skip(model: nn.Module) -> set[str]:
@@ -160,7 +168,7 @@ def factorize_model(
     To use different families for attention and the rest, call this once per target.
     See :func:`factorize` for the rest.
     """
-    get_family(family)
+    get_family(family).check_options(options)
     get_allocation(allocation)
     layers = eligible_layers(model, skip, targets)
     if not layers:
@@ -168,10 +176,10 @@ def factorize_model(
                          f"skip={skip!r})")
     if any(isinstance(m, nn.MultiheadAttention) for _, m in layers):
         ATTENTION_FAMILIES.get(family)  # fail before any layer is replaced
+        _check_attention_options(options)
     ranks: list[Rank]
     if isinstance(rank, float) and not isinstance(rank, bool):
-        if not math.isfinite(rank) or rank <= 0:
-            raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
+        get_family(family).check_ratio(rank)
         terms = [_budget_terms(m, family, allocation, options) for _, m in layers]
         ranks = allocate(
             [ranks_at for ranks_at, _, _ in terms],

@@ -64,12 +64,23 @@ def test_model_without_eligible_layers():
         tdecomp.factorize_model(nn.Sequential(nn.ReLU()), "cp", 0.5)
 
 
-def test_importing_tdecomp_leaves_the_tensorly_backend_alone():
-    code = ("import tensorly as tl; tl.set_backend('numpy'); import tdecomp; "
+def test_tdecomp_calls_leave_the_users_tensorly_backend_alone():
+    code = ("import tdecomp, tensorly as tl; tl.set_backend('numpy'); "
             "tdecomp.factorize(__import__('torch').nn.Conv2d(4, 4, 3), 'tucker', 2); "
             "print(tl.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "numpy"
+
+
+@pytest.mark.parametrize("imports", ["import tdecomp, tltorch", "import tltorch, tdecomp"])
+def test_tltorch_layers_work_next_to_tdecomp_in_either_import_order(imports):
+    code = (f"import tensorly; {imports}; import torch; conv = torch.nn.Conv2d(4, 6, 3); "
+            "x = torch.randn(2, 4, 8, 8); "
+            "theirs = tltorch.FactorizedConv.from_conv(conv, rank=0.5, factorization='cp')(x); "
+            "ours = tdecomp.factorize(conv, 'tucker', 0.5)(x); print(tuple(theirs.shape), tuple(ours.shape))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "(2, 6, 6, 6) (2, 6, 6, 6)"
 
 
 class _DenseFamily(tdecomp.FactorizedLayer):

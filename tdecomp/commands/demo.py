@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     base = args.config or default_config("digits")
     overrides: dict = {"progress": False}
-    if args.epochs:
+    if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    if args.rank:
+    if args.rank is not None:
         overrides["rank"] = args.rank
     jobs = [("dense", "dense", {"family": "dense"})]
     jobs += [

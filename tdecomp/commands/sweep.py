@@ -53,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
 
     from .._validation import check_choice
     from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables
-    from .paths import resolve_config
+    from .paths import packaged_configs, resolve_config
 
     check_choice("launcher", args.launcher, LAUNCHERS)
     items = list(args.items)
-    config = resolve_config(items.pop(0)) if items and "=" not in items[0] else None
+    if not items or "=" in items[0]:
+        raise ValueError("a sweep needs a config first: tdecomp sweep CONFIG [key=v1,v2 …]; packaged configs: "
+                         + ", ".join(packaged_configs()))
+    config = resolve_config(items.pop(0))
     sweep = load_sweep(config, items, args.root)
     jobs = expand(sweep)
     status = {job.name: job_status(job) for job in jobs}

@@ -614,7 +614,7 @@ class FactorizedMultiheadAttention(Factorized):
                 f"to_dense needs a per-head inner dimension ≤ head_dim={s.head_dim}, this {self.family} "
                 f"attention has {k} (rank={self.rank}): its products need not fit a dense head"
             )
-        ref = self.qk.U
+        ref = self.qk.left()  # device and dtype; families need not name their factors U
         dense = nn.MultiheadAttention(s.embed_dim, s.num_heads, dropout=self.dropout, bias=s.has_bias,
                                       kdim=s.kdim, vdim=s.vdim, batch_first=self.batch_first,
                                       device=ref.device, dtype=ref.dtype)

@@ -208,6 +208,11 @@ class FactorizedLayer(Factorized):
     """
 
     family: ClassVar[str]
+    # keyword options of :meth:`from_dense` beyond ``init``/``implementation`` (e.g. Tucker's
+    # ``fixed_spatial``); anything else is rejected by :meth:`check_options`
+    accepted_options: ClassVar[tuple[str, ...]] = ()
+    # whether a parameter ratio above 1 has a meaning (low rank's overcomplete U M Vᵀ)
+    has_overcomplete_form: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -364,8 +369,7 @@ class FactorizedLayer(Factorized):
         if isinstance(rank, bool):
             raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
         if isinstance(rank, float):
-            if not math.isfinite(rank) or rank <= 0:
-                raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
+            cls.check_ratio(rank)
             (ranks,) = allocate(
                 [lambda s: cls._ranks_at_scale(spec, s, **options)],
                 lambda _, r: cls.count_params(spec, r),
@@ -405,6 +409,27 @@ class FactorizedLayer(Factorized):
         return clamped
 
     @classmethod
+    def check_ratio(cls, ratio: float) -> None:
+        """``ValueError`` unless ``ratio`` is a parameter ratio this family can hold: finite, > 0,
+        and ≤ 1 unless the family has an overcomplete form (otherwise its layers would be larger
+        than the dense ones and be reported at the dense size)."""
+        if not math.isfinite(ratio) or ratio <= 0:
+            raise ValueError(f"rank must be a positive parameter ratio, got {ratio!r}")
+        if ratio > 1 and not cls.has_overcomplete_form:
+            overcomplete = [n for n in available_families() if get_family(n).has_overcomplete_form]
+            raise ValueError(f"rank={ratio} exceeds the dense layer's parameters, and family {cls.family!r} has no "
+                             f"overcomplete form; use a ratio ≤ 1 (ratios > 1: {', '.join(overcomplete)})")
+
+    @classmethod
+    def check_options(cls, options: Collection[str]) -> None:
+        """``TypeError`` naming any option this family does not accept (a typo would be ignored)."""
+        unknown = sorted(set(options) - {"implementation", *cls.accepted_options})
+        if unknown:
+            accepted = ", ".join(["implementation", *cls.accepted_options])
+            raise TypeError(f"family {cls.family!r} got unknown option(s) {', '.join(unknown)}; "
+                            f"it accepts: {accepted}")
+
+    @classmethod
     def from_dense(
         cls,
         module: nn.Module,
@@ -415,6 +440,7 @@ class FactorizedLayer(Factorized):
     ) -> FactorizedLayer:
         """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`."""
         check_choice("init", init, INIT_METHODS)
+        cls.check_options(options)
         spec = DenseSpec.from_module(module)
         weight = module.weight.detach()
         layer = cls(

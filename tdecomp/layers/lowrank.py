@@ -51,6 +51,8 @@ class LowRankLayer(FactorizedLayer):
     by the trainer under ``reg=fd``) equalizes their norms, which FD cannot see.
     """
 
+    has_overcomplete_form = True
+
     @staticmethod
     def _dims(spec: DenseSpec) -> tuple[int, int]:
         return spec.matrix_shape

@@ -59,6 +59,8 @@ class TuckerLayer(FactorizedLayer):
     (``docs/dynamics.md``).
     """
 
+    accepted_options = ("fixed_spatial",)
+
     @staticmethod
     def _fixed_spatial(spec: DenseSpec, fixed_spatial: bool | None) -> bool:
         return True if fixed_spatial is None else bool(fixed_spatial)

@@ -65,6 +65,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`; the message names the last epoch a resume continues after."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -126,7 +130,7 @@ class Trainer:
             **config.data_kwargs,
         )
         self.task = self.data.task
-        model = models.create(config.model, **self.data.model_kwargs, **config.model_kwargs)
+        model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
         self.dense_params = sum(p.numel() for p in model.parameters())
         if config.init_from:  # e.g. a trained dense model to compress (tdecomp compress)
             model.load_state_dict(load_model_weights(config.init_from))
@@ -239,11 +243,17 @@ class Trainer:
         start_epoch = self._start()
         for cb in self.callbacks:
             cb.on_train_start(self)
-        for epoch in range(start_epoch, self.config.epochs):
-            self.epoch = epoch
-            tic = time.perf_counter()
-            sums = self._train_epoch(epoch)
-            self._end_epoch(epoch, sums, tic)
+        done = start_epoch
+        try:
+            for epoch in range(start_epoch, self.config.epochs):
+                self.epoch = epoch
+                tic = time.perf_counter()
+                sums = self._train_epoch(epoch)
+                self._end_epoch(epoch, sums, tic)
+                done = epoch + 1
+        except KeyboardInterrupt:
+            saved = f"{self.out_dir / LAST} holds it" if done else "no checkpoint yet"
+            raise TrainingInterrupted(f"interrupted after epoch {done} of {self.config.epochs} ({saved})") from None
         summary = self._summary()
         for cb in self.callbacks:
             cb.on_train_end(self, summary)
@@ -267,6 +277,8 @@ class Trainer:
         barrier(self.dist)
         state = load_checkpoint(out, map_location=self.device) if cfg.resume else None
         if state is None:
+            if cfg.resume:
+                self.log(f"resume=true: {out} holds no checkpoint ({LAST}) yet; starting a fresh run")
             if self.is_main:
                 out.mkdir(parents=True, exist_ok=True)
                 cfg.to_yaml(out / CONFIG)
