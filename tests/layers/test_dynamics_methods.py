@@ -18,8 +18,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 import tdecomp
-from tdecomp.testing import assert_rel_close
-from tests.conftest import FAMILIES, make_dense
+from tests.helpers import FAMILIES, assert_rel_close, make_dense
 
 CASES = ("linear", "conv3x3_s1_p1", "conv1x1", "conv3x2_s21_reflect")
 OVERCOMPLETE = ("linear", "conv3x3_s1_p1")

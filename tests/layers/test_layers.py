@@ -9,8 +9,15 @@ from torch import nn
 from torch.func import functional_call
 
 import tdecomp
-from tdecomp.testing import assert_rel_close, hosvd_error, relative_error
-from tests.conftest import DENSE_CASES, FAMILIES, make_dense
+from tests.helpers import (
+    BUILTIN_FAMILIES,
+    DENSE_CASES,
+    FAMILIES,
+    assert_rel_close,
+    hosvd_error,
+    make_dense,
+    relative_error,
+)
 
 CASES = tuple(DENSE_CASES)
 
@@ -191,7 +198,7 @@ def test_to_dense_state_dict_and_param_count(family, case):
     assert layer.param_ratio == pytest.approx(counted / sum(p.numel() for p in module.parameters()))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", BUILTIN_FAMILIES)  # the ring's single rank moves in ~7% steps here
 def test_float_rank_hits_the_parameter_ratio(family):
     module = nn.Conv2d(128, 256, 3)
     for ratio in (0.05, 0.1, 0.25, 0.5):
