@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import tdecomp
-from tests.helpers import FAMILIES, TinyResNet, TinyTransformerMLP, assert_rel_close
+from tests.helpers import BUILTIN_FAMILIES, FAMILIES, TinyResNet, TinyTransformerMLP, assert_rel_close
 
 
 def _dense_params(model: nn.Module, names: list[str]) -> int:
