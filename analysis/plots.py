@@ -1,8 +1,8 @@
 """Figures of one or more runs: training curves and the norm / effective-step-size dynamics.
 
 Every figure has one line colour per run (Okabe–Ito palette, shared with
-:mod:`analysis.compare`) and one legend entry per run. The dynamics figures read
-``dynamics.jsonl`` (:class:`~analysis.dynamics.DynamicsTracker`) and show one panel per layer that
+:mod:`tdecomp.analysis.compare`) and one legend entry per run. The dynamics figures read
+``dynamics.jsonl`` (:class:`~tdecomp.analysis.dynamics.DynamicsTracker`) and show one panel per layer that
 is factorized in at least one of the runs (all layers if none is), after a first panel
 aggregating over those layers; a dense run is drawn on the same panels from its own
 ``nn.Linear``/``nn.Conv2d`` of the same name. :func:`plot_runs` writes them all as PNG and PDF:
@@ -30,8 +30,8 @@ import yaml
 
 from tdecomp.results import method_label
 
-from .compare import PALETTE
 from .dynamics import DYNAMICS, layer_series, read_dynamics
+from .style import PALETTE
 
 
 @dataclass

@@ -33,3 +33,15 @@ def test_ci_runs_the_readme_test_command():
     command = 'python -m pip install -q -e ".[test]" && python -m pytest'
     assert f"```bash\n{command}\n```" in readme
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_pyproject_lists_every_package_and_maps_analysis_and_experiments_into_tdecomp():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools["package-dir"]
+    assert mapped == {"tdecomp.analysis": "analysis", "tdecomp.experiments": "experiments"}
+    found = set()
+    for root, prefix in [(ROOT / "tdecomp", "tdecomp"), *((ROOT / d, name) for name, d in mapped.items())]:
+        for init in root.rglob("__init__.py"):
+            found.add(".".join([prefix, *init.parent.relative_to(root).parts]))
+    assert set(setuptools["packages"]) == found
+    assert not {"analysis", "experiments"} & {p.split(".")[0] for p in setuptools["packages"]}

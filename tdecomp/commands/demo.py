@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from analysis.compare import plot_accuracy_vs_params
+    from tdecomp.analysis.compare import plot_accuracy_vs_params
 
     from ..config import load_config
     from ..layers import available_families

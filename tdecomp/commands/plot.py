@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from analysis.plots import plot_runs
+    from tdecomp.analysis.plots import plot_runs
 
     written = plot_runs(args.runs, args.out or args.runs[0])
     print("wrote " + ", ".join(str(p) for p in written))

@@ -1,7 +1,7 @@
 """``tdecomp sweep CONFIG [key=v1,v2 …]``: expand a grid, run what is missing, tabulate the results.
 
-See :mod:`experiments.sweep` for the grid (YAML ``sweep:`` section + ``key=v1,v2`` axes, the
-``method`` pseudo-axis, folder names) and :mod:`experiments.launchers` for where jobs run.
+See :mod:`tdecomp.experiments.sweep` for the grid (YAML ``sweep:`` section + ``key=v1,v2`` axes, the
+``method`` pseudo-axis, folder names) and :mod:`tdecomp.experiments.launchers` for where jobs run.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     from collections import Counter
 
-    from analysis.compare import plot_accuracy_vs_params
-    from experiments.launchers import (
+    from tdecomp.analysis.compare import plot_accuracy_vs_params
+    from tdecomp.experiments.launchers import (
         LAUNCHERS,
         run_local,
         run_torchrun,
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         submit_slurm,
         torchrun_command,
     )
-    from experiments.sweep import expand, job_status, load_sweep, table_keys
+    from tdecomp.experiments.sweep import expand, job_status, load_sweep, table_keys
 
     from .._validation import check_choice
     from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables

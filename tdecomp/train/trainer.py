@@ -40,7 +40,7 @@ from .. import models
 from ..config import TrainConfig
 from ..regularize import frobenius_decay, param_groups
 from ..surgery import factorize_model, summarize
-from .callbacks import Callback, StepInfo
+from .callbacks import Callback, StepInfo, config_callbacks
 from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from .distributed import barrier, init_distributed
 from .schedule import lr_multiplier
@@ -175,7 +175,7 @@ class Trainer:
         # FD is dozens of tiny Gram products per layer: launch/dispatch-bound, so it gains from
         # compilation as much as the model does (2.4× on CPU for ResNet-20 Tucker).
         self.frobenius_decay = torch.compile(frobenius_decay) if config.compile else frobenius_decay
-        self.callbacks: list[Callback] = [*callbacks, *self._config_callbacks()]
+        self.callbacks: list[Callback] = [*callbacks, *config_callbacks(self)]
         self.epoch = 0
         self.global_step = 0
         self.elapsed = 0.0
@@ -191,22 +191,6 @@ class Trainer:
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
         return torch.optim.AdamW(groups, lr=cfg.lr)
-
-    def _config_callbacks(self) -> list[Callback]:
-        """Callbacks that config keys switch on (analysis tools, imported only when used).
-
-        ``norm_match`` comes first so that the tracker records the rescaled weights.
-        """
-        found: list[Callback] = []
-        if self.config.norm_match:
-            from analysis.norm_matching import NormMatching
-
-            found.append(NormMatching(self.model, self.config.norm_match))
-        if self.config.track_every > 0:
-            from analysis.dynamics import DynamicsTracker
-
-            found.append(DynamicsTracker(self.model, self.optimizer, self.config.track_every, self.out_dir))
-        return found
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.amp == "none":

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import tdecomp
-from analysis.dynamics import DYNAMICS, DynamicsTracker, read_dynamics
-from analysis.norm_matching import NormMatching, interpolate
+from tdecomp.analysis.dynamics import DYNAMICS, DynamicsTracker, read_dynamics
+from tdecomp.analysis.norm_matching import NormMatching, interpolate
 from tdecomp.config import load_config
 from tdecomp.train import Callback, train
 

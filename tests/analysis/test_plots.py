@@ -10,7 +10,7 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis import plots  # noqa: E402
+from tdecomp.analysis import plots  # noqa: E402
 from tdecomp.cli import main  # noqa: E402
 from tdecomp.config import load_config  # noqa: E402
 from tdecomp.train import train  # noqa: E402
