@@ -31,8 +31,9 @@ from typing import Any
 import yaml
 
 from tdecomp.results import method_label
+from tdecomp.run_files import CONFIG, DYNAMICS, METRICS
 
-from .dynamics import DYNAMICS, layer_series, read_dynamics
+from .dynamics import layer_series, read_dynamics
 from .style import FALLBACK_COLOURS, family_marker, method_colour
 
 
@@ -60,11 +61,11 @@ def run_label(config: dict[str, Any]) -> str:
 def load_run(path: str | Path) -> Run:
     """Read a run folder (``config.yaml``, ``metrics.jsonl``, optional ``dynamics.jsonl``)."""
     path = Path(path)
-    config_file = path / "config.yaml"
+    config_file = path / CONFIG
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
     config = yaml.safe_load(config_file.read_text()) or {}
-    metrics_file = path / "metrics.jsonl"
+    metrics_file = path / METRICS
     metrics = [json.loads(x) for x in metrics_file.read_text().splitlines() if x] if metrics_file.is_file() else []
     dynamics = read_dynamics(path) if (path / DYNAMICS).is_file() else []
     return Run(path, run_label(config), config, metrics, dynamics)

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._validation import check_choice
     from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables
+    from ..run_files import SUMMARY
     from .paths import resolve_config
 
     check_choice("launcher", args.launcher, LAUNCHERS)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     for name, why in failed.items():
         print(f"  {name}: {why}")
     keys = table_keys(jobs)
-    rows = aggregate(load_runs([job.out for job in jobs if (job.out / "summary.json").exists()] or [sweep.root]),
+    rows = aggregate(load_runs([job.out for job in jobs if (job.out / SUMMARY).exists()] or [sweep.root]),
                      keys=keys, metric=args.metric)
     paths = write_tables(rows, keys, sweep.root)
     paths["figure"] = plot_accuracy_vs_params(rows, sweep.root / "accuracy_vs_params", title=sweep.root.name)[0]
