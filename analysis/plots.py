@@ -48,6 +48,7 @@ class Run:
     dynamics: list[dict] = field(default_factory=list)
     colour: str = ""
     marker: str = ""
+    phase: float = 0.0  # where along a line its markers start (a fraction of their spacing)
 
 
 def run_label(config: dict[str, Any]) -> str:
@@ -76,7 +77,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     runs = [load_run(p) for p in paths]
     labels = [r.label for r in runs]
     used: set[tuple[str, str]] = set()
-    for r in runs:
+    for k, r in enumerate(runs):
+        r.phase = k / len(runs)  # runs whose lines coincide still show every run's markers
         if labels.count(r.label) > 1:
             r.label = f"{r.label} ({r.path.name})"
         family = r.config.get("family", "dense")
@@ -101,7 +103,8 @@ def _pyplot():
 
 def _plot(ax, run: Run, steps: Sequence[float], values: Sequence[float], style: str = "-", **kw) -> None:
     """A run's line: its colour, its family's marker on about eight points."""
-    ax.plot(steps, values, style, color=run.colour, marker=run.marker, markevery=max(1, len(steps) // 8),
+    every = max(1, len(steps) // 8)
+    ax.plot(steps, values, style, color=run.colour, marker=run.marker, markevery=(round(run.phase * every), every),
             markersize=4, linewidth=kw.pop("linewidth", 1.3), **kw)
 
 
