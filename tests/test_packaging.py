@@ -45,3 +45,14 @@ def test_pyproject_lists_every_package_and_maps_analysis_and_experiments_into_td
             found.add(".".join([prefix, *init.parent.relative_to(root).parts]))
     assert set(setuptools["packages"]) == found
     assert not {"analysis", "experiments"} & {p.split(".")[0] for p in setuptools["packages"]}
+
+
+def test_analysis_and_experiments_come_from_the_checkout_tdecomp_came_from():
+    import tdecomp
+    import tdecomp.analysis
+    import tdecomp.experiments
+
+    package = Path(tdecomp.__file__).parent
+    for name, module in (("analysis", tdecomp.analysis), ("experiments", tdecomp.experiments)):
+        found = Path(module.__file__).parent
+        assert found in (package / name, package.parent / name), f"tdecomp.{name} from {found}, tdecomp from {package}"
