@@ -51,11 +51,11 @@ def _ticks(values: Sequence[float], low: float, high: float, most: int = 5) -> l
     return kept
 
 
-def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -> list[Path]:
+def accuracy_vs_params_figure(rows: Sequence[dict], title: str = ""):
     """Panels per family (marker = family), x = parameters (log scale, ticks at the measured counts),
     y = the rows' metric (test accuracy in %), one line per method (colour = method, linestyle =
     any further grouping key such as the model). A dense baseline is a black line with a ±std band
-    across every panel. ``rows`` come from :func:`tdecomp.results.aggregate`. Writes PNG and PDF."""
+    across every panel. ``rows`` come from :func:`tdecomp.results.aggregate`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,6 +113,14 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -
                fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "") -> list[Path]:
+    """:func:`accuracy_vs_params_figure` written to ``path`` as PNG and PDF."""
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_vs_params_figure(rows, title)
     written = []
     for suffix in (".png", ".pdf"):
         target = path.with_suffix(suffix)
