@@ -17,7 +17,8 @@ from tdecomp.bench import run as run_bench
 from tdecomp.bench.layers import ConvCase, tltorch_conv
 from tdecomp.bench.timing import Stats, paired_ratio
 from tdecomp.cli import main
-from tests.helpers import DENSE_CASES, FAMILIES, make_dense
+from tests.helpers import BUILTIN_FAMILIES as FAMILIES  # the cost model and tltorch twins are built-in only
+from tests.helpers import DENSE_CASES, make_dense
 
 TINY = Settings(
     ratios=(0.1,), batch_sizes=(2,), repeats=2, warmup=0, cases=(ConvCase("tiny", 8, 6),),
