@@ -55,12 +55,12 @@ from torch.func import functional_call
 
 from tdecomp.layers.base import Factorized, FactorizedLayer, matricize
 from tdecomp.layers.spec import CONV_TYPES, DenseSpec
+from tdecomp.run_files import DYNAMICS
 from tdecomp.train.callbacks import Callback, StepInfo
 
 if TYPE_CHECKING:
     from tdecomp.train.trainer import Trainer
 
-DYNAMICS = "dynamics.jsonl"
 # the per-layer vector kept on device, in this order, followed by the factor norms
 _VECTOR = (
     "norm",

@@ -18,10 +18,11 @@ from typing import Any
 import yaml
 
 from ._validation import check_choice
+from .init import INIT_METHODS
 
 FAMILY_CHOICES_EXTRA = ("dense",)
 CHOICES: dict[str, tuple[str, ...]] = {
-    "init": ("spectral", "random"),
+    "init": INIT_METHODS,
     "reg": ("fd", "wd", "none"),
     "optimizer": ("sgd", "adamw"),
     "schedule": ("step", "cosine", "constant"),

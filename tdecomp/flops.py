@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .surgery import collapse_model
 
 if TYPE_CHECKING:
-    from .train.tasks import Task
+    from .tasks import Task
 
 log = logging.getLogger("tdecomp")
 

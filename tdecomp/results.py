@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from . import run_files
+
 DENSE_IRRELEVANT = ("rank", "init", "reg")
 # headline metric → (column label, scale applied to summary["test_<metric>"])
 METRICS = {"acc": ("test acc (%)", 100.0), "bleu": ("test BLEU", 1.0), "ppl": ("test ppl", 1.0),
@@ -48,7 +50,7 @@ def find_runs(roots: Iterable[Path | str]) -> list[Path]:
     """Run folders (those holding ``summary.json``) at or below each root."""
     found: list[Path] = []
     for root in map(Path, roots):
-        found += sorted(p.parent for p in root.rglob("summary.json")) if root.is_dir() else []
+        found += sorted(p.parent for p in root.rglob(run_files.SUMMARY)) if root.is_dir() else []
     return found
 
 
@@ -57,7 +59,7 @@ def load_runs(roots: Iterable[Path | str]) -> list[RunResult]:
     roots = list(roots)
     runs = [
         RunResult(
-            p, yaml.safe_load((p / "config.yaml").read_text()), json.loads((p / "summary.json").read_text())
+            p, yaml.safe_load((p / run_files.CONFIG).read_text()), json.loads((p / run_files.SUMMARY).read_text())
         )
         for p in find_runs(roots)
     ]

@@ -17,7 +17,7 @@ from torch import nn
 
 import tdecomp
 from tdecomp.layers.attention import FactorizedMultiheadAttention
-from tests.conftest import FAMILIES
+from tests.helpers import FAMILIES
 
 CONV_1x5 = lambda: nn.Conv2d(6, 8, (1, 5), padding=(0, 2))  # noqa: E731  (the issue's kernel)
 MODULES = {"linear": lambda: nn.Linear(12, 10), "conv1x5": CONV_1x5, "conv3x3": lambda: nn.Conv2d(6, 8, 3)}
@@ -42,7 +42,7 @@ def _balanced_norms(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
 @pytest.mark.parametrize("family", [*FAMILIES, "lowrank_overcomplete"])
 def test_rebalance_keeps_w_and_equalizes_factor_norms(family, module):
     ratio = 3.0 if family == "lowrank_overcomplete" else 0.5
-    layer = _unbalanced(family.split("_")[0], module, ratio)
+    layer = _unbalanced(family.removesuffix("_overcomplete"), module, ratio)
     before = [f.detach().clone() for f in layer.factors()]
     w0, norms0 = layer.reconstruct().detach(), _balanced_norms(layer)
     tdecomp.rebalance(layer)

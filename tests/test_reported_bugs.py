@@ -12,7 +12,7 @@ from tdecomp.layers.attention import ATTENTION_FAMILIES, LowRankHeads
 
 @pytest.mark.parametrize("call", [
     lambda: tdecomp.factorize_model(nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)),
-                                    "lowrank", 0.5, allocation="energy"),
+                                    "lowrank", 0.5, allocaton="energy"),  # misspelt keyword
     lambda: tdecomp.factorize(nn.Conv2d(4, 4, 3), "cp", 2, fixed_spatial=True),
     lambda: tdecomp.factorize(nn.Linear(4, 4), "tucker", 2, fixed_spatail=True),
 ])
@@ -77,7 +77,7 @@ def test_attention_to_dense_works_for_a_head_family_without_U(monkeypatch):
 
 @pytest.mark.parametrize("layer", [nn.Linear(6, 4), tdecomp.factorize(nn.Linear(6, 4), "lowrank", 2)])
 def test_dynamics_tracker_records_an_all_zero_weight(layer):
-    from analysis.dynamics import DynamicsTracker
+    from tdecomp.analysis.dynamics import DynamicsTracker
 
     with torch.no_grad():
         for p in layer.parameters():

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.launchers import run_local, slurm_parameters, submit_slurm, torchrun_command
-from experiments.sweep import METHODS, expand, job_status, load_sweep, parse_items, table_keys
 from tdecomp import models
 from tdecomp.cli import main
 from tdecomp.config import load_config
+from tdecomp.experiments.launchers import run_local, slurm_parameters, submit_slurm, torchrun_command
+from tdecomp.experiments.sweep import METHODS, expand, job_status, load_sweep, parse_items, table_keys
 from tdecomp.results import method_label
 from tdecomp.train import Callback, train
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from analysis.compare import plot_accuracy_vs_params
+    from tdecomp.analysis.compare import plot_accuracy_vs_params
 
     from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables
 

@@ -12,7 +12,7 @@ import argparse
 
 HELP = "train dense and every family (SI+FD vs random+WD) on digits and compare them (CPU, minutes)"
 
-METHODS = {"SI+FD": {"init": "spectral", "reg": "fd"}, "random+WD": {"init": "random", "reg": "wd"}}
+DEMO_METHODS = ("SI+FD", "random+WD")  # the paper's proposal against the common default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from analysis.compare import plot_accuracy_vs_params
+    from tdecomp.analysis.compare import plot_accuracy_vs_params
+    from tdecomp.experiments.sweep import METHODS
 
     from ..config import load_config
     from ..layers import available_families
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     jobs += [
         (family, method, {"family": family, **m})
         for family in available_families()
-        for method, m in METHODS.items()
+        for method, m in ((name, METHODS[name]) for name in DEMO_METHODS)
     ]
     configs = [
         load_config(

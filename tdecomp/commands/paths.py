@@ -13,8 +13,8 @@ def packaged_configs() -> tuple[str, ...]:
 
 
 def default_config(name: str) -> Path:
-    """``experiments/configs/<name>.yaml`` of the installed package."""
-    path = Path(str(resources.files("experiments") / "configs" / f"{name}.yaml"))
+    """``experiments/configs/<name>.yaml``, installed as ``tdecomp/experiments/configs``."""
+    path = Path(str(resources.files("tdecomp.experiments") / "configs" / f"{name}.yaml"))
     if not path.is_file():
         raise FileNotFoundError(f"no packaged config {name!r} at {path}")
     return path

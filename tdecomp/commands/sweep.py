@@ -1,7 +1,7 @@
 """``tdecomp sweep CONFIG [key=v1,v2 …]``: expand a grid, run what is missing, tabulate the results.
 
-See :mod:`experiments.sweep` for the grid (YAML ``sweep:`` section + ``key=v1,v2`` axes, the
-``method`` pseudo-axis, folder names) and :mod:`experiments.launchers` for where jobs run.
+See :mod:`tdecomp.experiments.sweep` for the grid (YAML ``sweep:`` section + ``key=v1,v2`` axes, the
+``method`` pseudo-axis, folder names) and :mod:`tdecomp.experiments.launchers` for where jobs run.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     from collections import Counter
 
-    from analysis.compare import plot_accuracy_vs_params
-    from experiments.launchers import (
+    from tdecomp.analysis.compare import plot_accuracy_vs_params
+    from tdecomp.experiments.launchers import (
         LAUNCHERS,
         run_local,
         run_torchrun,
@@ -49,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
         submit_slurm,
         torchrun_command,
     )
-    from experiments.sweep import expand, job_status, load_sweep, table_keys
+    from tdecomp.experiments.sweep import expand, job_status, load_sweep, table_keys
 
     from .._validation import check_choice
     from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables
+    from ..run_files import SUMMARY
     from .paths import packaged_configs, resolve_config
 
     check_choice("launcher", args.launcher, LAUNCHERS)
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     for name, why in failed.items():
         print(f"  {name}: {why}")
     keys = table_keys(jobs)
-    rows = aggregate(load_runs([job.out for job in jobs if (job.out / "summary.json").exists()] or [sweep.root]),
+    rows = aggregate(load_runs([job.out for job in jobs if (job.out / SUMMARY).exists()] or [sweep.root]),
                      keys=keys, metric=args.metric)
     paths = write_tables(rows, keys, sweep.root)
     paths["figure"] = plot_accuracy_vs_params(rows, sweep.root / "accuracy_vs_params", title=sweep.root.name)[0]

@@ -6,9 +6,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..train.tasks import ClassificationTask
-from . import register_dataset
+from ..tasks import ClassificationTask
 from .bundle import DataBundle
+from .registry import register_dataset
 from .subset import take_subset
 
 # per-channel statistics of the training sets

@@ -189,6 +189,17 @@ class Factorized(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters())
 
 
+class _Reconstruct(nn.Module):
+    """Makes ``layer.reconstruct()`` a forward, so :func:`torch.func.functional_call` can swap factors."""
+
+    def __init__(self, layer: FactorizedLayer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self) -> Tensor:
+        return self.layer.reconstruct()
+
+
 class FactorizedLayer(Factorized):
     """A dense ``nn.Linear``/``nn.Conv{1,2,3}d`` whose weight is a low-rank, CP, Tucker or TT product.
 
@@ -324,17 +335,18 @@ class FactorizedLayer(Factorized):
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
 
     # ------------------------------------------------------------------ dynamics (analysis/)
-    # Not abstract so that families written before them stay valid; the built-in families
-    # override all three with factor-only computations.
+    # Not abstract: the defaults below are exact for any family whose weight is multilinear in
+    # its factors (each factor enters once, linearly). The built-in families override all three
+    # with cheaper factor-only computations.
     def inner(self, other: Sequence[Tensor]) -> Tensor:
         """⟨W, W'⟩_F, where W' is the weight this layer would have with ``other`` as its factors.
 
         ``other`` matches :meth:`factors` entry by entry (same shapes, e.g. a detached snapshot
-        of this layer's factors at an earlier step). Families compute it from cross-Gram
-        matrices of the two factor sets, never reconstructing W or W'; ``inner(factors())``
-        equals :meth:`frobenius_sq`. Scalar tensor.
+        of this layer's factors at an earlier step); ``inner(factors())`` equals
+        :meth:`frobenius_sq`. Scalar tensor. Built-in families compute it from cross-Gram
+        matrices of the two factor sets; the default reconstructs both W and W'.
         """
-        raise NotImplementedError(f"family {self.family!r} does not implement inner()")
+        return (self.reconstruct() * self._reconstruct_with(other)).sum()
 
     def balancedness(self) -> Tensor:
         """How far the factors are from balanced: a norm of quantities gradient flow conserves.
@@ -343,8 +355,13 @@ class FactorizedLayer(Factorized):
         pairs and returns the square root (its docstring gives D). Gradient flow on any loss of
         W alone (including Frobenius decay) leaves every D unchanged; plain weight decay λ on the
         factors shrinks them as e^{−2λt}. Scalar tensor, 0 for balanced factors.
+
+        Default: D_k = ‖F_k‖²_F − ‖F_{k+1}‖²_F over consecutive :meth:`factors`. W multilinear
+        in the factors is invariant under F_k → cF_k, F_{k+1} → F_{k+1}/c, so gradient flow
+        conserves D_k (the trace of the Gram differences the built-in families report).
         """
-        raise NotImplementedError(f"family {self.family!r} does not implement balancedness()")
+        sq = torch.stack([f.square().sum() for f in self.factors()])
+        return (sq[:-1] - sq[1:]).norm()
 
     def singular_values(self) -> Tensor:
         """Singular values (descending) of W's matricization :func:`matricize`.
@@ -354,6 +371,19 @@ class FactorizedLayer(Factorized):
         with QR of the factors and an SVD of a small core.
         """
         return torch.linalg.svdvals(matricize(self.reconstruct(), self.spec))
+
+    def _reconstruct_with(self, factors: Sequence[Tensor]) -> Tensor:
+        """:meth:`reconstruct` with the parameters that :meth:`factors` returns replaced by ``factors``."""
+        names = {id(p): name for name, p in self.named_parameters()}
+        mine = self.factors()
+        missing = [i for i, f in enumerate(mine) if id(f) not in names]
+        if missing or len(factors) != len(mine):
+            raise NotImplementedError(
+                f"family {self.family!r}: the default inner() needs factors() to return its parameters "
+                f"and {len(mine)} replacements; override inner() instead"
+            )
+        swap = {names[id(f)]: o for f, o in zip(mine, factors)}
+        return torch.func.functional_call(_Reconstruct(self), {f"layer.{n}": t for n, t in swap.items()}, ())
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -43,8 +43,9 @@ from .. import models
 from ..config import TrainConfig
 from ..flops import flop_summary
 from ..regularize import frobenius_decay, param_groups, rebalance
+from ..run_files import CONFIG, METRICS, SUMMARY
 from ..surgery import factorize_model, summarize
-from .callbacks import Callback, StepInfo
+from .callbacks import Callback, StepInfo, config_callbacks
 from .checkpoint import (
     LAST,
     load_checkpoint,
@@ -57,7 +58,6 @@ from .checkpoint import (
 from .distributed import barrier, init_distributed
 from .schedule import lr_multiplier
 
-METRICS, SUMMARY, CONFIG = "metrics.jsonl", "summary.json", "config.yaml"
 log = logging.getLogger("tdecomp.train")
 
 
@@ -106,6 +106,29 @@ class Trainer:
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
         self.out_dir = Path(config.out)
+        self._setup_device()
+        seed_everything(config.seed)
+        self.data = self._build_data()
+        self.task = self.data.task
+        self.model = self._build_model()
+        self.optimizer = self._build_optimizer()
+        self.sampler, self.train_loader, self.test_loader = self._build_loaders()
+        self.steps_per_epoch = len(self.train_loader)
+        self.scheduler = self._build_scheduler()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.forward_model = self._build_forward()
+        # FD is dozens of tiny Gram products per layer: launch/dispatch-bound, so it gains from
+        # compilation as much as the model does (2.4× on CPU for ResNet-20 Tucker).
+        self.frobenius_decay = torch.compile(frobenius_decay) if config.compile else frobenius_decay
+        self.callbacks: list[Callback] = [*callbacks, *config_callbacks(self)]
+        self.epoch = 0
+        self.global_step = 0
+        self.elapsed = 0.0
+
+    # ------------------------------------------------------------------ construction helpers
+    def _setup_device(self) -> None:
+        """``device``, the distributed context ``dist`` and ``is_main``; rejects settings they can't run."""
+        config = self.config
         self.device = resolve_device(config.device)
         self.dist = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -119,9 +142,10 @@ class Trainer:
                 f"batch_size={config.batch_size} must be divisible by the "
                 f"{self.dist.world_size} distributed processes"
             )
-        seed_everything(config.seed)
 
-        self.data = datasets.create(
+    def _build_data(self) -> datasets.DataBundle:
+        config = self.config
+        return datasets.create(
             config.data,
             root=config.data_dir,
             download=config.download,
@@ -129,7 +153,10 @@ class Trainer:
             subset=config.subset,
             **config.data_kwargs,
         )
-        self.task = self.data.task
+
+    def _build_model(self) -> nn.Module:
+        """The config's model, factorized per ``config.family``, on the device; sets ``dense_params``."""
+        config = self.config
         model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
         self.dense_params = sum(p.numel() for p in model.parameters())
         if config.init_from:  # e.g. a trained dense model to compress (tdecomp compress)
@@ -149,10 +176,11 @@ class Trainer:
         model.to(self.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.model = model
+        return model
 
-        self.optimizer = self._build_optimizer()
-        self.sampler = DistributedSampler(
+    def _build_loaders(self) -> tuple[DistributedSampler, DataLoader, DataLoader]:
+        config = self.config
+        sampler = DistributedSampler(
             self.data.train,
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
@@ -165,41 +193,37 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=config.workers > 0,
         )
-        self.train_loader = DataLoader(
+        train_loader = DataLoader(
             self.data.train,
             batch_size=config.batch_size // self.dist.world_size,
-            sampler=self.sampler,
+            sampler=sampler,
             **loader_kw,
         )
-        self.test_loader = DataLoader(self.data.test, batch_size=config.eval_batch_size, **loader_kw)
-        self.steps_per_epoch = len(self.train_loader)
-        total_steps = config.epochs * self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        test_loader = DataLoader(self.data.test, batch_size=config.eval_batch_size, **loader_kw)
+        return sampler, train_loader, test_loader
+
+    def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        config = self.config
+        return torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lr_multiplier(
                 config.schedule,
-                total_steps,
+                config.epochs * self.steps_per_epoch,
                 round(config.warmup_epochs * self.steps_per_epoch),
                 config.milestones,
                 config.gamma,
             ),
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
-        forward: nn.Module = model
+
+    def _build_forward(self) -> nn.Module:
+        """The module the training step calls: the model, wrapped in DDP and compiled as configured."""
+        forward: nn.Module = self.model
         if self.dist.enabled:
             forward = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.forward_model = torch.compile(forward) if config.compile else forward
-        # FD is dozens of tiny Gram products per layer: launch/dispatch-bound, so it gains from
-        # compilation as much as the model does (2.4× on CPU for ResNet-20 Tucker).
-        self.frobenius_decay = torch.compile(frobenius_decay) if config.compile else frobenius_decay
-        self.callbacks: list[Callback] = [*callbacks, *self._config_callbacks()]
-        self.epoch = 0
-        self.global_step = 0
-        self.elapsed = 0.0
+        return torch.compile(forward) if self.config.compile else forward
 
-    # ------------------------------------------------------------------ construction helpers
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0)
@@ -210,22 +234,6 @@ class Trainer:
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
         return torch.optim.AdamW(groups, lr=cfg.lr)
-
-    def _config_callbacks(self) -> list[Callback]:
-        """Callbacks that config keys switch on (analysis tools, imported only when used).
-
-        ``norm_match`` comes first so that the tracker records the rescaled weights.
-        """
-        found: list[Callback] = []
-        if self.config.norm_match:
-            from analysis.norm_matching import NormMatching
-
-            found.append(NormMatching(self.model, self.config.norm_match))
-        if self.config.track_every > 0:
-            from analysis.dynamics import DynamicsTracker
-
-            found.append(DynamicsTracker(self.model, self.optimizer, self.config.track_every, self.out_dir))
-        return found
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.amp == "none":

@@ -18,8 +18,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 import tdecomp
-from tdecomp.testing import assert_rel_close
-from tests.conftest import FAMILIES, make_dense, matricize
+from tests.helpers import FAMILIES, assert_rel_close, make_dense, matricize
 
 CASES = ("linear", "conv3x3_s1_p1", "conv1x1", "conv3x2_s21_reflect", "conv1x5_s21_p12", "conv1d_k5_s2",
          "conv3d_k3_p1")
