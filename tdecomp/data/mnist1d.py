@@ -53,7 +53,9 @@ def generate(num_samples: int = NUM_SAMPLES, generation_seed: int = GENERATION_S
     return {key: np.asarray(drawn[key]) for key in ("x", "y", "x_test", "y_test")}
 
 
-def load(root: str | Path, num_samples: int = NUM_SAMPLES, generation_seed: int = GENERATION_SEED) -> dict[str, np.ndarray]:
+def load(
+    root: str | Path, num_samples: int = NUM_SAMPLES, generation_seed: int = GENERATION_SEED
+) -> dict[str, np.ndarray]:
     """The cached draw, generated and written (atomically: parallel workers may race) if absent."""
     path = cache_path(root, num_samples, generation_seed)
     if not path.is_file():

@@ -77,8 +77,8 @@ class BasicBlock1d(nn.Module):
 
 @register_model("resnet1d")
 class ResNet1d(nn.Module):
-    """Stem conv3-BN-ReLU of stride 2, three stages of ``blocks`` basic blocks at (64, 128, 256)·width (strides 1, 2, 2),
-    global average pooling, Linear: 440k parameters at width 1, blocks 1."""
+    """Stem conv3-BN-ReLU of stride 2, three stages of ``blocks`` basic blocks at (64, 128, 256)·width
+    (strides 1, 2, 2), global average pooling, Linear: 440k parameters at width 1, blocks 1."""
 
     def __init__(
         self,
