@@ -24,8 +24,9 @@ from .stats import estimate, paired_difference
 
 DENSE_IRRELEVANT = ("rank", "init", "reg")
 # config keys that may differ among the runs a row pools: the seed, and where/how a run executed
-# (what a resumed run may change, except epochs); data_dir is where the same data lies
-NOT_POOLED = frozenset({"seed", "data_dir", *(RESUME_MAY_CHANGE - {"epochs"})})
+# (what a resumed run may change, except epochs); data_dir is where the same data lies; norm_match
+# and init_from name the same seed's FD run (docs/dynamics.md) or trained run (tdecomp compress)
+NOT_POOLED = frozenset({"seed", "data_dir", "norm_match", "init_from", *(RESUME_MAY_CHANGE - {"epochs"})})
 # headline metric → (column label, scale applied to summary["test_<metric>"])
 METRICS = {"acc": ("test acc (%)", 100.0), "bleu": ("test BLEU", 1.0), "ppl": ("test ppl", 1.0),
            "loss": ("test loss", 1.0), "acc_before_finetune": ("test acc before fine-tuning (%)", 100.0)}
