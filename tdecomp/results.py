@@ -87,10 +87,11 @@ def _field(values: dict[str, Any], key: str) -> Any:
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: nested config keys as ``--by`` names them."""
+    """``{"a": {"b": 1}, "c": {}}`` → ``{"a.b": 1}``: nested config keys as ``--by`` names them (an empty
+    dict holds no key, so ``model_kwargs: {}`` against ``{width: 2}`` differs in ``model_kwargs.width`` only)."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value

@@ -34,7 +34,7 @@ def write_run(root: Path, name: str, acc: float, **config) -> Path:
 
 def write_method(root: Path, method: str, accs: dict[int, float], **config) -> None:
     for seed, acc in accs.items():
-        write_run(root, f"{method}-{config.get('rank', 0.1)}-s{seed}", acc, seed=seed,
+        write_run(root, f"{method}-{config.get('rank', 0.1)}-s{seed}", acc, seed=seed, model_kwargs={},
                   **{**METHOD_SETTINGS[method], **config})
 
 
