@@ -9,7 +9,8 @@ from pathlib import Path
 from .style import family_marker, method_colour
 
 # row fields that are statistics, not grouping keys (see tdecomp.results.aggregate)
-_STATS = ("seeds", "metric", "metric_mean", "metric_std", "params", "param_ratio", "flops", "time_s")
+_STATS = ("seeds", "n", "metric", "metric_mean", "metric_std", "metric_low", "metric_high", "params", "param_ratio",
+          "flops", "time_s")
 _LINESTYLES = ("-", "--", ":", "-.")
 _DODGE = 0.025  # log-x offset between methods at the same parameter count, so error bars don't overlap
 
@@ -26,6 +27,14 @@ def _series_key(row: dict) -> tuple[tuple[str, str], ...]:
 def _label(key: tuple[tuple[str, str], ...]) -> str:
     values = [v for k, v in key if v != "—"]
     return " ".join(values) if values else "all runs"
+
+
+def _ci_bars(points: Sequence[dict]) -> list[list[float]]:
+    """Asymmetric error bars: the rows' 95% confidence interval (none for a single seed)."""
+    def half(r: dict, side: str) -> float:
+        return math.nan if r.get(f"metric_{side}") is None else abs(r[f"metric_{side}"] - r["metric_mean"])
+
+    return [[half(r, "low") for r in points], [half(r, "high") for r in points]]
 
 
 def _compact(count: float) -> str:
@@ -56,10 +65,10 @@ AXES = {"params": "parameters (log scale)", "flops": "forward FLOPs per example 
 
 def accuracy_vs_params_figure(rows: Sequence[dict], title: str = "", x: str = "params"):
     """Panels per family (marker = family), x = parameters or FLOPs (``x``, a key of :data:`AXES`; log
-    scale, ticks at the measured counts),
-    y = the rows' metric (test accuracy in %), one line per method (colour = method, linestyle =
-    any further grouping key such as the model). A dense baseline is a black line with a ±std band
-    across every panel. ``rows`` come from :func:`tdecomp.results.aggregate`."""
+    scale, ticks at the measured counts), y = the rows' metric (test accuracy in %), one line per
+    method (colour = method, linestyle = any further grouping key such as the model). Error bars are
+    95% confidence intervals (Student t over seeds); a dense baseline is a black line with its
+    interval as a band across every panel. ``rows`` come from :func:`tdecomp.results.aggregate`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,15 +98,17 @@ def accuracy_vs_params_figure(rows: Sequence[dict], title: str = "", x: str = "p
             style = _LINESTYLES[extras.index(tuple(kv for kv in key if kv[0] != "method")) % len(_LINESTYLES)]
             shift = math.exp(_DODGE * (k - (len(series) - 1) / 2))
             line = ax.errorbar([r[x] * shift for r in points], [r["metric_mean"] for r in points],
-                               yerr=[r["metric_std"] for r in points], color=method_colour(method),
+                               yerr=_ci_bars(points), color=method_colour(method),
                                marker=family_marker(family), linestyle=style, capsize=2.5, markersize=5,
                                linewidth=1.2)
             handles.setdefault(_label(key), line)
         for k, row in enumerate(dense):
             style = _LINESTYLES[k % len(_LINESTYLES)]
-            mean, std = row["metric_mean"], row["metric_std"]
+            mean = row["metric_mean"]
+            low, high = row.get("metric_low"), row.get("metric_high")
             line = ax.axhline(mean, color=method_colour("dense"), linestyle=style, linewidth=1.0)
-            ax.axhspan(mean - std, mean + std, color=method_colour("dense"), alpha=0.08, linewidth=0)
+            if low is not None:
+                ax.axhspan(low, high, color=method_colour("dense"), alpha=0.08, linewidth=0)
             handles.setdefault(f"{_label(_series_key(row))} ({_compact(row[x])} {x})", line)
         ax.set_xscale("log")
         measured = [r[x] for r in members]

@@ -1,6 +1,6 @@
 """Compress trained dense runs over a grid of family × allocation rule × parameter ratio.
 
-    python -m experiments.compress_grid runs/src/seed* --families lowrank,cp,tucker,tt \\
+    python -m tdecomp.experiments.compress_grid runs/src/seed* --families lowrank,cp,tucker,tt \\
         --allocations uniform,energy,stable-rank --ranks 0.1,0.05,0.02 --root runs/compress \\
         finetune_epochs=3
     tdecomp compare runs/compress --by family,allocation,rank --metric acc_before_finetune
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from tdecomp.cli import main as tdecomp_main
+from tdecomp.run_files import SUMMARY
 
 
 def jobs(sources: list[str], families: list[str], allocations: list[str], ranks: list[str], root: Path):
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = jobs(args.sources, args.families.split(","), args.allocations.split(","), args.ranks.split(","),
                 Path(args.root))
     for out, command in grid:
-        if (out / "summary.json").exists():
+        if (out / SUMMARY).exists():
             continue
         status = tdecomp_main([*command, *overrides])
         if status:

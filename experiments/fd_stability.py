@@ -6,8 +6,8 @@ Setup (GitHub issue 15): MNIST-1D signals as 1×40 images; a CNN of Conv2d (1, 5
 factorized; SGD momentum 0.9, lr 0.05, batch 128, λ = 5·10⁻⁴ as FD coefficient, FD added to the
 loss as the trainer does (loss + λ/2·Σ‖W‖²_F). A run stops at its first non-finite loss.
 
-    python -m experiments.fd_stability --families tucker --inits random --seeds 3 --steps 320
-    python -m experiments.fd_stability --rebalance off --tucker-spatial squashed ...  # before the fix
+    python -m tdecomp.experiments.fd_stability --families tucker --inits random --seeds 3 --steps 320
+    python -m tdecomp.experiments.fd_stability --rebalance off --tucker-spatial squashed ...  # before the fix
 
 Prints one line per run and a table (NaN count per family × init); ``--out FILE.json`` keeps
 the per-run records (including the balancedness trajectory every ``--track`` steps) for

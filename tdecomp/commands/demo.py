@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the config's)")
     parser.add_argument("--rank", type=float, default=None, help="parameter ratio (default: the config's)")
     parser.add_argument("--config", default=None, help="base YAML (default: experiments/configs/digits.yaml)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: 1, fast on a shared CPU; 0: torch's default, one per core)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from tdecomp.analysis.compare import plot_accuracy_vs_params
+    from tdecomp.experiments.launchers import cap_threads
     from tdecomp.experiments.sweep import METHODS
 
     from ..config import load_config
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train.runs import is_complete
     from .paths import default_config
 
+    cap_threads(args.threads)
     logging.getLogger("tdecomp").setLevel(logging.WARNING)  # one progress bar over runs, no per-epoch lines
     out = Path(args.out)
     base = args.config or default_config("digits")

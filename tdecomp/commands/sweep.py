@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and their status, run nothing")
     parser.add_argument("--launcher", default="local", help="local (default), slurm or torchrun")
     parser.add_argument("--workers", type=int, default=1, help="local: parallel worker processes (default: 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="local: torch threads per worker (default: 1; 0: torch's default, one per core)")
     parser.add_argument("--nproc", type=int, default=1, help="torchrun: processes (GPUs) per job (default: 1)")
     slurm = parser.add_argument_group("slurm (via submitit)")
     slurm.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
@@ -83,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
                                                      else "") + f"; logs in {sweep.root / '_submitit'}")
         return 0
     logging.getLogger("tdecomp").setLevel(logging.WARNING)  # one progress bar over runs, no per-epoch lines
-    outcome = run_torchrun(todo, args.nproc) if args.launcher == "torchrun" else run_local(todo, args.workers)
+    if args.launcher == "torchrun":
+        outcome = run_torchrun(todo, args.nproc)
+    else:
+        outcome = run_local(todo, args.workers, args.threads)
     failed = {name: why for name, why in outcome.items() if why.startswith("failed")}
     for name, why in failed.items():
         print(f"  {name}: {why}")

@@ -128,7 +128,7 @@ def test_compare_plots_against_flops_and_tabulates_accuracy_before_finetuning(tm
     out = tmp_path / "out"
     assert main(["compare", str(tmp_path / "runs"), "--out", str(out), "--by", "family,allocation",
                  "--metric", "acc_before_finetune", "--x", "flops"]) == 0
-    assert "| tt | uniform | 60.00 ± 14.14 |" in capsys.readouterr().out
+    assert "| tt | uniform | 60.00 | 14.14 | [" in capsys.readouterr().out  # mean | std | 95% CI
     rows = {r["allocation"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
     assert float(rows["uniform"]["flops"]) == 210.0 and float(rows["energy"]["flops"]) == 150.0
     assert (out / "comparison_accuracy_vs_flops.png").is_file()
