@@ -171,10 +171,16 @@ class Trainer:
             forward = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.forward_model = torch.compile(forward) if config.compile else forward
-        # FD is dozens of tiny Gram products per layer: launch/dispatch-bound, so it gains from
-        # compilation as much as the model does (2.4× on CPU for ResNet-20 Tucker).
-        self.frobenius_decay = torch.compile(frobenius_decay) if config.compile else frobenius_decay
+        self.forward_model = forward
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = config.tf32
+            torch.backends.cudnn.allow_tf32 = config.tf32
+        # One compiled function for forward + loss + FD: FD is dozens of tiny Gram products,
+        # launch-bound, and "reduce-overhead" then replays the whole step (backward included)
+        # as CUDA graphs for fixed shapes.
+        self._objective = self._eager_objective
+        if config.compile_mode is not None:
+            self._objective = torch.compile(self._eager_objective, mode=config.compile_mode)
         self.callbacks: list[Callback] = [*callbacks, *self._config_callbacks()]
         self.epoch = 0
         self.global_step = 0
@@ -213,6 +219,14 @@ class Trainer:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def _eager_objective(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss to backprop (task loss + λ/2·FD) and the task's additive epoch counts."""
+        with self._autocast():
+            loss, stats = self.task.training_step(self.forward_model, batch)
+        if self.config.reg == "fd" and self.config.family != "dense":
+            loss = loss + 0.5 * self.config.frobenius_coef * frobenius_decay(self.model)
+        return loss, stats
 
     def log(self, message: str) -> None:
         if self.is_main:
@@ -298,10 +312,14 @@ class Trainer:
             yield to_device(batch, self.device)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch without host syncs inside the step: losses and counts accumulate on the
+        device and are read every ``log_every`` steps and at the epoch end (:meth:`_check_loss`),
+        so a NaN is detected at the next sync, up to ``log_every`` steps after it appeared."""
         cfg = self.config
         self.model.train()
         self.sampler.set_epoch(epoch)
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, Any] = defaultdict(float)
+        pending, pending_from = torch.zeros((), device=self.device), self.global_step
         bar = tqdm(
             self._batches(self.train_loader),
             total=self.steps_per_epoch,
@@ -310,18 +328,7 @@ class Trainer:
             disable=not (self.is_main and cfg.progress),
         )
         for batch in bar:
-            with self._autocast():
-                loss, stats = self.task.training_step(self.forward_model, batch)
-            objective = loss
-            if cfg.reg == "fd" and cfg.family != "dense":
-                objective = loss + 0.5 * cfg.frobenius_coef * self.frobenius_decay(self.model)
-            value = float(objective.detach())
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"loss became {value} at epoch {epoch + 1}, step {self.global_step + 1}; training "
-                    f"stopped and the last good checkpoint ({self.out_dir / LAST}, if any) is kept. "
-                    "Lower lr or check the data."
-                )
+            objective, stats = self._objective(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(objective).backward()
             if cfg.grad_clip > 0:
@@ -335,19 +342,37 @@ class Trainer:
             self.global_step += 1
             for key, v in stats.items():
                 sums[key] += v
+            value = objective.detach()
+            pending += value.float()
             info = StepInfo(self.global_step, epoch, value, self.optimizer.param_groups[0]["lr"])
             for cb in self.callbacks:
                 cb.on_step_end(self, info)
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if self.global_step % cfg.log_every == 0:
+                self._check_loss(pending, pending_from, bar)
+                pending, pending_from = torch.zeros((), device=self.device), self.global_step
+        if self.global_step > pending_from:
+            self._check_loss(pending, pending_from, bar)
         return self._reduce(sums)
 
-    def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
-        """Sum the per-process epoch statistics over all processes."""
-        if not self.dist.enabled:
-            return dict(sums)
+    def _check_loss(self, pending: torch.Tensor, first: int, bar: tqdm) -> None:
+        """The host sync: mean objective of steps ``first+1 … global_step``; raises on NaN/inf."""
+        value = float(pending) / (self.global_step - first)
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss became {value} between steps {first + 1} and {self.global_step} (epoch "
+                f"{self.epoch + 1}); training stopped and the last good checkpoint "
+                f"({self.out_dir / LAST}, if any) is kept. Lower lr or check the data."
+            )
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+
+    def _reduce(self, sums: dict[str, Any]) -> dict[str, float]:
+        """The epoch statistics as floats (one host sync), summed over all processes."""
         keys = sorted(sums)
-        values = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(values)
+        if not keys:
+            return {}
+        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device) for k in keys])
+        if self.dist.enabled:
+            torch.distributed.all_reduce(values)
         return dict(zip(keys, values.tolist()))
 
     def _end_epoch(self, epoch: int, sums: dict[str, float], tic: float) -> None:
