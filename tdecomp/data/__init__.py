@@ -25,6 +25,6 @@ def available_datasets() -> tuple[str, ...]:
 
 
 # Importing the dataset files registers their names.
-from . import cifar, digits, text, tiny_imagenet, translation  # noqa: E402,F401
+from . import cifar, digits, fake, text, tiny_imagenet, translation  # noqa: E402,F401
 
 __all__ = ["DATASETS", "DataBundle", "available_datasets", "create", "register_dataset"]

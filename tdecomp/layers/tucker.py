@@ -113,7 +113,8 @@ class TuckerLayer(FactorizedLayer):
         z = self._mix(x, u_in.T)
         if self.spec.is_conv:
             u_h, u_w = spatial
-            kernel = torch.einsum("abcd,hc,wd->abhw", self.weight.core, u_h, u_w)
+            with self._weight_precision(x):
+                kernel = torch.einsum("abcd,hc,wd->abhw", self.weight.core, u_h, u_w)
             z = self._conv(z, kernel, "hw", pad)
         else:
             z = self._mix(z, self.weight.core)

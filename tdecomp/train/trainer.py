@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .. import data as datasets
 from .. import models
 from ..config import TrainConfig
+from ..layers import choice
 from ..regularize import frobenius_decay, param_groups
 from ..surgery import factorize_model, summarize
 from .callbacks import Callback, StepInfo
@@ -143,7 +144,7 @@ class Trainer:
         loader_kw = dict(
             num_workers=config.workers,
             collate_fn=self.data.collate_fn,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda" and not self.data.on_device,
             persistent_workers=config.workers > 0,
         )
         self.train_loader = DataLoader(
@@ -179,6 +180,7 @@ class Trainer:
         # launch-bound, and "reduce-overhead" then replays the whole step (backward included)
         # as CUDA graphs for fixed shapes.
         self._objective = self._eager_objective
+        self._unmeasured = config.compile_mode is not None and self.device.type in choice.MEASURED_DEVICES
         if config.compile_mode is not None:
             self._objective = torch.compile(self._eager_objective, mode=config.compile_mode)
         self.callbacks: list[Callback] = [*callbacks, *self._config_callbacks()]
@@ -328,6 +330,8 @@ class Trainer:
             disable=not (self.is_main and cfg.progress),
         )
         for batch in bar:
+            if self._unmeasured:
+                self._measure_implementations(batch)
             objective, stats = self._objective(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(objective).backward()
@@ -353,6 +357,18 @@ class Trainer:
         if self.global_step > pending_from:
             self._check_loss(pending, pending_from, bar)
         return self._reduce(sums)
+
+    def _measure_implementations(self, batch: Any) -> None:
+        """One eager forward before the first compiled step, so ``auto`` layers time their
+        implementations (:mod:`tdecomp.layers.choice`) and the trace compiles the measured choice.
+        Eval mode: batch-norm statistics stay as they are; the layers' timing returns its grads."""
+        self._unmeasured = False
+        self.model.eval()
+        try:
+            with self._autocast():
+                self.task.training_step(self.model, batch)
+        finally:
+            self.model.train()
 
     def _check_loss(self, pending: torch.Tensor, first: int, bar: tqdm) -> None:
         """The host sync: mean objective of steps ``first+1 … global_step``; raises on NaN/inf."""
