@@ -117,6 +117,7 @@ class Trainer:
         self.task = self.data.task
         model = models.create(config.model, **self.data.model_kwargs, **config.model_kwargs)
         self.dense_params = sum(p.numel() for p in model.parameters())
+        model.to(self.device)  # SI runs where the weights are: on the GPU when training there
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
             factorize_model(
