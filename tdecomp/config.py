@@ -28,6 +28,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("step", "cosine", "constant"),
     "amp": ("none", "bf16", "fp16"),
 }
+# ``compile``: false (eager), true (= "default") or a torch.compile mode; "reduce-overhead" also
+# captures the whole step in CUDA graphs (fixed shapes).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 def registry_choices() -> dict[str, tuple[str, ...]]:
@@ -45,7 +48,7 @@ def registry_choices() -> dict[str, tuple[str, ...]]:
 # keys a resumed run may change; the rest must equal the interrupted run's config.yaml. More
 # ``epochs`` extends a run (the lr schedule is recomputed for the new total from the current step).
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "progress", "device", "workers", "eval_batch_size", "compile", "out", "epochs"}
+    {"resume", "progress", "device", "workers", "eval_batch_size", "compile", "out", "epochs", "log_every"}
 )
 
 
@@ -89,12 +92,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 | fp16 (CUDA)
-    compile: bool = False
+    compile: bool | str = False  # false | true | default | reduce-overhead | max-autotune
+    tf32: bool = True  # TF32 float32 matmuls/convs on CUDA (as timm and nanoGPT)
     channels_last: bool = False
     workers: int = 0
     out: str = "runs/default"
     resume: bool = False
     progress: bool = True
+    log_every: int = 50  # steps between host syncs: NaN check, progress-bar loss
     # analysis hooks (see analysis/)
     track_every: int = 0  # DynamicsTracker every N steps (0: off)
     norm_match: str = ""  # dynamics.jsonl of an FD run whose norm trajectory to impose
@@ -122,6 +127,10 @@ class TrainConfig:
             raise ValueError(
                 f"device={self.device!r} is not valid; expected one of: 'auto', 'cpu', 'cuda', 'cuda:N'"
             )
+        if not isinstance(self.compile, bool):
+            check_choice("compile", self.compile, (False, True, *COMPILE_MODES))
+        if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 1:
+            raise ValueError(f"log_every must be an int ≥ 1 (steps between host syncs), got {self.log_every!r}")
         if isinstance(self.track_every, bool) or not isinstance(self.track_every, int) or self.track_every < 0:
             raise ValueError(f"track_every must be an int ≥ 0 (0: off), got {self.track_every!r}")
         if not isinstance(self.norm_match, str):
@@ -171,6 +180,13 @@ class TrainConfig:
         ``rebalance``, or by default under ``reg=fd`` (FD cannot hold factor norms balanced; plain
         weight decay on the factors does, and ``reg=wd``/``none`` stay the unmodified baselines)."""
         return self.reg == "fd" if self.rebalance is None else self.rebalance
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The ``torch.compile`` mode, or None for eager."""
+        if self.compile is False:
+            return None
+        return "default" if self.compile is True else self.compile
 
     @property
     def factor_rank(self) -> float | int | tuple[int, ...]:

@@ -22,9 +22,11 @@ class Task(ABC):
     metric: str = "acc"
 
     @abstractmethod
-    def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor | float]]:
         """Mean loss of the batch (a scalar to backprop) and additive counts for the epoch
-        summary: ``{"loss_sum": Σ per-example loss, "correct": #correct, "count": #examples}``."""
+        summary: ``{"loss_sum": Σ per-example loss, "correct": #correct, "count": #examples}``,
+        as 0-d device tensors (or floats known on the host): the trainer sums them without a
+        host sync and reads them once per epoch."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
@@ -34,13 +36,13 @@ class Task(ABC):
 class ClassificationTask(Task):
     """Cross-entropy on ``(inputs, labels)`` batches; accuracy in [0, 1]."""
 
-    def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor | float]]:
         x, y = batch
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         return loss, {
-            "loss_sum": float(loss.detach()) * len(y),
-            "correct": float((logits.detach().argmax(1) == y).sum()),
+            "loss_sum": loss.detach().float() * len(y),
+            "correct": (logits.detach().argmax(1) == y).sum(),
             "count": float(len(y)),
         }
 

@@ -57,3 +57,31 @@ def test_fd_step_equals_weight_decay_on_the_product_gradient():
 def test_negative_decay_is_rejected():
     with pytest.raises(ValueError, match="weight_decay"):
         tdecomp.param_groups(nn.Linear(2, 2), weight_decay=-1.0)
+
+
+def _stack_of_same_shapes(family: str) -> nn.Module:
+    """Three same-shaped convs and two same-shaped linears (two batched groups) + one odd layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Conv2d(6, 6, 3) for _ in range(3)], nn.Conv2d(6, 4, 1),
+                          *[nn.Linear(8, 8) for _ in range(2)])
+    return tdecomp.factorize_model(model, family, 0.4, init="random", skip=set(), progress=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_frobenius_decay_equals_the_per_layer_sum_and_its_gradient(family):
+    model = _stack_of_same_shapes(family).double()
+    layers = [m for m in model.modules() if isinstance(m, tdecomp.FactorizedLayer)]
+    per_layer = sum(m.frobenius_sq() for m in layers)
+    batched = tdecomp.frobenius_decay(model)
+    params = [p for m in layers for p in m.factor_parameters()]
+    torch.testing.assert_close(batched, per_layer, rtol=1e-12, atol=0)
+    for a, b in zip(torch.autograd.grad(batched, params), torch.autograd.grad(per_layer, params)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_frobenius_decay_runs_in_float32_under_autocast():
+    model = _stack_of_same_shapes("tucker")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = tdecomp.frobenius_decay(model)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, tdecomp.frobenius_decay(model), rtol=1e-6, atol=0)

@@ -5,7 +5,9 @@ turns it into ``bench.json``, ``bench.md`` and ``layers.png``. Suites:
 
 - ``layers`` (:mod:`.layers`): fwd+bwd of dense vs each family vs tensorly-torch per conv shape;
 - ``init`` / ``surgery`` / ``fd`` (:mod:`.models`): SI of whole models, ``factorize_model``,
-  the Frobenius-decay term per training step.
+  the Frobenius-decay term per training step;
+- ``train`` (:mod:`.train`): whole training steps per second, dense vs each family, with the
+  dynamics tracker's cost per step. Not part of ``all`` (minutes per model on a CPU).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import layers, models
+from . import layers, models, train
 from .timing import environment
 
-SUITES = ("layers", "init", "surgery", "fd")
+SUITES = ("layers", "init", "surgery", "fd")  # what ``--suite all`` runs
 
 
 @dataclass
@@ -35,6 +37,9 @@ class Settings:
     tltorch_layers: int = 3
     fd_models: Sequence[str] = ("resnet20", "resnet32")
     fd_batch: int = 32
+    train_models: Sequence[str] = tuple(train.WORKLOADS)
+    amp: str = "none"
+    compile: str | None = None  # torch.compile mode of the train suite (None: eager)
     command: str = field(default="")
 
     @classmethod
@@ -63,6 +68,9 @@ def run(settings: Settings, device: torch.device, progress: Callable[[str], None
             out["init"] = models.init_suite(settings.init_models, ratio, device, settings.tltorch_layers)
         elif suite == "surgery":
             out["surgery"] = models.surgery_suite(settings.init_models, ratio, device)
+        elif suite == "train":
+            out["train"] = train.train_suite(settings.train_models, ratio, min(settings.batch_sizes), device,
+                                             settings.repeats, settings.warmup, settings.amp, settings.compile)
         elif suite == "fd":
             out["fd"] = models.fd_suite(settings.fd_models, ratio, settings.fd_batch, device,
                                         settings.repeats, settings.warmup)

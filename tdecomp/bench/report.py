@@ -14,6 +14,11 @@ TARGETS = {
     "fd_fraction": 0.05,  # extra step time from the FD term
     "si_resnet32_s": 2.0,  # SI of every ResNet-32 layer, seconds
 }
+# training-step time / dense at ratio 0.1 (issue 11): (model, device type) → bound; and the tracker
+TRAIN_TARGETS = {("resnet32x2", "cpu"): 0.5, ("wrn28_10", "cpu"): 0.5, ("resnet32x2", "cuda"): 1.3,
+                 ("wrn28_10", "cuda"): 0.7}
+TRAIN_TARGET_LOWRANK_CUDA = 1.0  # ResNet-32×2 lowrank on a GPU
+TRACKER_OVERHEAD = 0.03
 
 
 def headline(results: dict) -> list[dict]:
@@ -94,6 +99,7 @@ def to_markdown(results: dict) -> str:
                 f"| {_check(h.get('si_resnet32_s'), TARGETS['si_resnet32_s'])} |"
             )
         lines.append("")
+    lines += _train_table(results.get("train", []), env["device"])
     if results.get("layers"):
         lines += ["![fwd+bwd time relative to dense, per setting and family](layers.png)", ""]
     lines += _layers_table(results.get("layers", []))
@@ -111,6 +117,66 @@ def to_markdown(results: dict) -> str:
           f"{r['fd_only_ms']:.2f}", f"{100 * r['fd_fraction']:.1f}%"] for r in results.get("fd", [])],
     )
     return "\n".join(lines)
+
+
+def train_target(model: str, family: str, device: str) -> float | None:
+    """The issue's bound on step time / dense for ``model``'s ``family`` on ``device`` (or None)."""
+    kind = device.split(":")[0]
+    if kind == "cuda" and model == "resnet32x2" and family == "lowrank":
+        return TRAIN_TARGET_LOWRANK_CUDA
+    return TRAIN_TARGETS.get((model, kind)) if family != "dense" else None
+
+
+def _train_table(rows: list[dict], device: str) -> list[str]:
+    if not rows:
+        return []
+    r0 = rows[0]
+    out = _table(
+        f"## Training steps (`--suite train`: batch {r0['batch']}, amp {r0['amp']}, {r0['compile']}; "
+        "✓/✗ against the targets of issue 11)",
+        ["model", "family", "params / dense", "step ms [q1–q3]", "steps/s", "time / dense",
+         "tracker record ms", f"tracker share of a step (every {r0['track_every']}) ≤ 0.03"],
+        [[r["model"], r["family"], f"{r['param_ratio']:.3f}",
+          f"{r['median_ms']:.1f} [{r['q1_ms']:.1f}–{r['q3_ms']:.1f}]", f"{r['steps_per_s']:.2f}",
+          _fmt(r["vs_dense"]) if (t := train_target(r["model"], r["family"], device)) is None
+          else _check(r["vs_dense"], t) + f" (≤ {t})",
+          f"{r['tracker_record_ms']:.1f}", _check(r["tracker_overhead"], TRACKER_OVERHEAD)]
+         for r in rows],
+    )
+    return out + ["![training-step time relative to dense](train.png)", ""]
+
+
+def plot_train(rows: list[dict], path: Path) -> Path | None:
+    """Bars of step time / dense per model, one bar per family."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.compare import PALETTE
+
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    families = list(dict.fromkeys(r["family"] for r in rows if r["family"] != "dense"))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names)), 3.6))
+    width = 0.8 / max(len(families), 1)
+    for k, family in enumerate(families):
+        xs = [i - 0.4 + (k + 0.5) * width for i, n in enumerate(names)
+              if any(r["model"] == n and r["family"] == family for r in rows)]
+        ys = [r["vs_dense"] for n in names for r in rows if r["model"] == n and r["family"] == family]
+        ax.bar(xs, ys, width, label=family, color=PALETTE[k % len(PALETTE)])
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylabel("training-step time / dense")
+    ax.set_title(f"ratio {rows[-1]['ratio']}, batch {rows[0]['batch']}, {rows[0]['compile']}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
@@ -208,11 +274,12 @@ def plot_layers(rows: list[dict], path: Path) -> Path | None:
 
 
 def write(results: dict, out: Path) -> list[Path]:
-    """``bench.json``, ``bench.md`` and (with layer rows) ``layers.png`` under ``out``."""
+    """``bench.json``, ``bench.md`` and (with layer / train rows) ``layers.png`` / ``train.png`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     results = {**results, "headline": headline(results)}
     paths = [out / "bench.json", out / "bench.md"]
     paths[0].write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     paths[1].write_text(to_markdown(results) + "\n")
-    figure = plot_layers(results.get("layers", []), out / "layers.png")
-    return paths + ([figure] if figure else [])
+    figures = [plot_layers(results.get("layers", []), out / "layers.png"),
+               plot_train(results.get("train", []), out / "train.png")]
+    return paths + [f for f in figures if f]

@@ -22,15 +22,25 @@ def _command(args: argparse.Namespace) -> str:
     for flag, value in (("--device", args.device), ("--threads", args.threads), ("--repeats", args.repeats)):
         if value is not None:
             words += [flag, str(value)]
-    for flag, values in (("--ratios", args.ratios), ("--batch-sizes", args.batch_sizes)):
+    for flag, value in (("--amp", args.amp), ("--compile", args.compile)):
+        if value not in (None, "none"):
+            words += [flag, value]
+    for flag, values in (("--ratios", args.ratios), ("--batch-sizes", args.batch_sizes), ("--models", args.models)):
         if values is not None:
             words += [flag, ",".join(map(str, values))]
     return shlex.join(words + (["--quick"] if args.quick else []))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", default="all", choices=("layers", "init", "surgery", "fd", "all"),
-                        help="what to time (default: all)")
+    parser.add_argument("--suite", default="all", choices=("layers", "init", "surgery", "fd", "train", "all"),
+                        help="what to time (default: all = every suite but train)")
+    parser.add_argument("--models", type=lambda t: tuple(v for v in t.split(",") if v), default=None,
+                        help="train suite: workloads, comma-separated (default resnet32x2,wrn28_10,vgg19,"
+                             "transformer_small)")
+    parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                        help="train suite: autocast dtype (default none)")
+    parser.add_argument("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune"),
+                        help="train suite: torch.compile mode of forward+loss+FD (default: eager)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available, else cpu)")
     parser.add_argument("--ratios", type=_floats, default=None,
                         help="parameter ratios, comma-separated (default 0.1,0.25,0.5; --quick: 0.1)")
@@ -55,18 +65,25 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import SUITES, Settings, report
     from ..bench import run as run_bench
+    from ..bench.train import WORKLOADS
 
     settings = Settings.preset(args.quick)
-    overrides = {"ratios": args.ratios, "batch_sizes": args.batch_sizes, "repeats": args.repeats}
+    overrides = {"ratios": args.ratios, "batch_sizes": args.batch_sizes, "repeats": args.repeats,
+                 "train_models": args.models}
     settings = replace(
         settings,
         suites=SUITES if args.suite == "all" else (args.suite,),
         command=_command(args),
+        amp=args.amp,
+        compile=args.compile,
         **{k: v for k, v in overrides.items() if v is not None},
     )
     if any(r <= 0 for r in settings.ratios) or any(b <= 0 for b in settings.batch_sizes) or settings.repeats < 1:
         raise ValueError(f"--ratios, --batch-sizes and --repeats must be positive, got ratios={settings.ratios}, "
                          f"batch_sizes={settings.batch_sizes}, repeats={settings.repeats}")
+    unknown = sorted(set(settings.train_models) - set(WORKLOADS))
+    if unknown:
+        raise ValueError(f"--models {','.join(unknown)} unknown; choose from {','.join(WORKLOADS)}")
     if args.threads < 0:
         raise ValueError(f"--threads must be ≥ 0 (0: torch's default), got {args.threads}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

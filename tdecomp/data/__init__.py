@@ -5,7 +5,7 @@ which configs pass as ``data_kwargs``.
 """
 
 # Importing the dataset files registers their names.
-from . import cifar, digits, mnist1d, text, tiny_imagenet, translation  # noqa: F401
+from . import cifar, digits, fake, mnist1d, text, tiny_imagenet, translation  # noqa: F401
 from .bundle import DataBundle
 from .registry import DATASETS, available_datasets, create, register_dataset
 

@@ -22,3 +22,4 @@ class DataBundle:
     task: Task
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     collate_fn: Callable | None = None
+    on_device: bool = False  # examples already on the training device: no pinned host memory

@@ -12,7 +12,6 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -23,6 +22,7 @@ from .._budget import allocate
 from .._registry import Registry
 from .._validation import check_choice
 from ..init import INIT_METHODS, balanced_std, equalizing_scales
+from . import choice
 from .spec import DenseSpec
 
 Rank = int | float | Sequence[int]
@@ -142,13 +142,13 @@ def conv_grid(spec: DenseSpec, spatial: Sequence[int]) -> Grid:
     return Grid(tuple(inputs), tuple(outputs), base)
 
 
-@lru_cache(maxsize=4096)
 def _auto_choice(
     cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: Grid
 ) -> str:
     """``"factorized"`` or ``"reconstructed"``, whichever :class:`Cost` is lower (ties: factorized).
 
-    A pure function of shapes (never of weight values), so caching it cannot go stale.
+    A pure function of shapes (never of weight values); plain Python, so ``torch.compile``
+    traces it to a constant.
     """
     try:
         factorized = cls._factorized_cost(spec, rank, grid).total(batch)
@@ -237,6 +237,7 @@ class FactorizedLayer(Factorized):
         super().__init__()
         self.spec = spec
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
+        self._choices: dict[tuple, str] = {}  # (input shape, dtype, device) → implementation
         self._build(tuple(rank), {"device": device, "dtype": dtype})
         if spec.has_bias:
             self.bias = nn.Parameter(torch.empty(spec.out_channels, device=device, dtype=dtype))
@@ -544,7 +545,8 @@ class FactorizedLayer(Factorized):
         its stages on the grids they see (strides included, :class:`Grid`). Factorized wins for
         ratios < 1 on all but tiny N·P_out; reconstructed wins for
         e.g. overcomplete low-rank layers or batch-1 inference on small feature maps. The choice
-        depends on shapes only — cached per shape, never on weights, which change every step.
+        depends on shapes only, never on weights, which change every step. On CUDA
+        :meth:`forward` measures instead (:mod:`tdecomp.layers.choice`).
         """
         if self.implementation != "auto":
             return self.implementation
@@ -553,8 +555,34 @@ class FactorizedLayer(Factorized):
 
     # ------------------------------------------------------------------ the interface
     def forward(self, x: Tensor) -> Tensor:
-        if self.choose_implementation(x.shape) == "reconstructed":
-            return self.spec.functional(x, self.reconstruct(), self.bias)
+        return self._run(x, self._implementation_for(x))
+
+    def _implementation_for(self, x: Tensor) -> str:
+        """The implementation for input ``x``: fixed, or for ``"auto"`` the choice cached on this
+        layer per (shape, dtype, device) — measured on :data:`choice.MEASURED_DEVICES` in eager
+        mode, else :meth:`choose_implementation`. Under ``torch.compile`` only the cache and the
+        cost model run (traced to constants), never a timing."""
+        if self.implementation != "auto":
+            return self.implementation
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        key = (tuple(x.shape), dtype, x.device)
+        cached = self._choices.get(key)
+        if cached is not None:
+            return cached
+        if x.device.type in choice.MEASURED_DEVICES and not torch.compiler.is_compiling():
+            geometry = (type(self), self.spec, self.rank, *key)
+            params = [p for p in self.parameters() if p.requires_grad]
+            chosen = choice.measure(geometry, self._run, x, params)
+        else:
+            chosen = self.choose_implementation(x.shape)
+        self._choices[key] = chosen
+        return chosen
+
+    def _run(self, x: Tensor, implementation: str) -> Tensor:
+        if implementation == "reconstructed":
+            with self._weight_precision(x):
+                weight = self.reconstruct()
+            return self.spec.functional(x, weight, self.bias)
         pad: tuple[int, ...] = ()
         if self.spec.is_conv:
             x, pad = self.spec.pad_input(x)
@@ -584,6 +612,13 @@ class FactorizedLayer(Factorized):
         )
 
     # ------------------------------------------------------------------ helpers for families
+    @staticmethod
+    def _weight_precision(x: Tensor) -> torch.autocast:
+        """Build weights from factors in the factors' precision even under autocast: a product of
+        3–4 factors rounded to bf16 at every stage loses ~3 significant bits; the weight is small
+        and the op that uses it is cast to the autocast dtype anyway."""
+        return torch.autocast(x.device.type, enabled=False)
+
     def _mix(self, x: Tensor, weight: Tensor) -> Tensor:
         """Channel mixing by ``weight`` (out, in): a matmul on the last dim, or a 1-tap conv."""
         if self.spec.is_conv:

@@ -131,7 +131,9 @@ class TuckerLayer(FactorizedLayer):
         u_out, u_in, *spatial = self.weight.factors
         z = self._mix(x, u_in.T)
         if spatial:
-            z = self._conv(z, _kernel(self.weight.core, spatial), range(len(spatial)), pad)
+            with self._weight_precision(x):
+                kernel = _kernel(self.weight.core, spatial)
+            z = self._conv(z, kernel, range(len(spatial)), pad)
         else:
             z = self._mix(z, self.weight.core)
         return self._mix(z, u_out)

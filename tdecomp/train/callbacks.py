@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .trainer import Trainer
 
 
@@ -27,7 +29,7 @@ class StepInfo:
 
     step: int  # global step number after this update (1-based)
     epoch: int
-    loss: float
+    loss: Tensor  # 0-d, on the device: float(info.loss) is a host sync
     lr: float  # learning rate of the first parameter group after the update
 
 

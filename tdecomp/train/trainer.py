@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from .. import data as datasets
 from .. import models
 from ..config import TrainConfig
 from ..flops import flop_summary
+from ..layers import choice
 from ..regularize import frobenius_decay, param_groups, rebalance
 from ..run_files import CONFIG, METRICS, SUMMARY
 from ..surgery import factorize_model, summarize
@@ -117,9 +118,7 @@ class Trainer:
         self.scheduler = self._build_scheduler()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.forward_model = self._build_forward()
-        # FD is dozens of tiny Gram products per layer: launch/dispatch-bound, so it gains from
-        # compilation as much as the model does (2.4× on CPU for ResNet-20 Tucker).
-        self.frobenius_decay = torch.compile(frobenius_decay) if config.compile else frobenius_decay
+        self._objective, self._unmeasured = self._build_objective()
         self.callbacks: list[Callback] = [*callbacks, *config_callbacks(self)]
         self.epoch = 0
         self.global_step = 0
@@ -161,6 +160,7 @@ class Trainer:
         self.dense_params = sum(p.numel() for p in model.parameters())
         if config.init_from:  # e.g. a trained dense model to compress (tdecomp compress)
             model.load_state_dict(load_model_weights(config.init_from))
+        model.to(self.device)  # SI runs where the weights are: on the GPU when training there
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
             factorize_model(
@@ -190,7 +190,7 @@ class Trainer:
         loader_kw = dict(
             num_workers=config.workers,
             collate_fn=self.data.collate_fn,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda" and not self.data.on_device,
             persistent_workers=config.workers > 0,
         )
         train_loader = DataLoader(
@@ -216,13 +216,29 @@ class Trainer:
         )
 
     def _build_forward(self) -> nn.Module:
-        """The module the training step calls: the model, wrapped in DDP and compiled as configured."""
+        """The module the training step calls: the model, wrapped in DDP; sets TF32 on CUDA."""
         forward: nn.Module = self.model
         if self.dist.enabled:
             forward = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        return torch.compile(forward) if self.config.compile else forward
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.config.tf32
+            torch.backends.cudnn.allow_tf32 = self.config.tf32
+        return forward
+
+    def _build_objective(self) -> tuple[Callable[[Any], tuple[torch.Tensor, dict[str, Any]]], bool]:
+        """The step's objective function, compiled as configured, and whether ``auto`` layers still
+        have to measure their implementation eagerly before the first compiled step.
+
+        One compiled function for forward + loss + FD: FD is dozens of tiny Gram products,
+        launch-bound, and "reduce-overhead" then replays the whole step (backward included) as
+        CUDA graphs for fixed shapes.
+        """
+        mode = self.config.compile_mode
+        if mode is None:
+            return self._eager_objective, False
+        return torch.compile(self._eager_objective, mode=mode), self.device.type in choice.MEASURED_DEVICES
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -240,6 +256,14 @@ class Trainer:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def _eager_objective(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss to backprop (task loss + λ/2·FD) and the task's additive epoch counts."""
+        with self._autocast():
+            loss, stats = self.task.training_step(self.forward_model, batch)
+        if self.config.reg == "fd" and self.config.family != "dense":
+            loss = loss + 0.5 * self.config.frobenius_coef * frobenius_decay(self.model)
+        return loss, stats
 
     def log(self, message: str) -> None:
         if self.is_main:
@@ -333,10 +357,14 @@ class Trainer:
             yield to_device(batch, self.device)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch without host syncs inside the step: losses and counts accumulate on the
+        device and are read every ``log_every`` steps and at the epoch end (:meth:`_check_loss`),
+        so a NaN is detected at the next sync, up to ``log_every`` steps after it appeared."""
         cfg = self.config
         self.model.train()
         self.sampler.set_epoch(epoch)
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, Any] = defaultdict(float)
+        pending, pending_from = torch.zeros((), device=self.device), self.global_step
         bar = tqdm(
             self._batches(self.train_loader),
             total=self.steps_per_epoch,
@@ -345,18 +373,9 @@ class Trainer:
             disable=not (self.is_main and cfg.progress),
         )
         for batch in bar:
-            with self._autocast():
-                loss, stats = self.task.training_step(self.forward_model, batch)
-            objective = loss
-            if cfg.reg == "fd" and cfg.family != "dense":
-                objective = loss + 0.5 * cfg.frobenius_coef * self.frobenius_decay(self.model)
-            value = float(objective.detach())
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"loss became {value} at epoch {epoch + 1}, step {self.global_step + 1}; training "
-                    f"stopped and the last good checkpoint ({self.out_dir / LAST}, if any) is kept. "
-                    "Lower lr or check the data."
-                )
+            if self._unmeasured:
+                self._measure_implementations(batch)
+            objective, stats = self._objective(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(objective).backward()
             if cfg.grad_clip > 0:
@@ -372,19 +391,49 @@ class Trainer:
             self.global_step += 1
             for key, v in stats.items():
                 sums[key] += v
+            value = objective.detach()
+            pending += value.float()
             info = StepInfo(self.global_step, epoch, value, self.optimizer.param_groups[0]["lr"])
             for cb in self.callbacks:
                 cb.on_step_end(self, info)
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if self.global_step % cfg.log_every == 0:
+                self._check_loss(pending, pending_from, bar)
+                pending, pending_from = torch.zeros((), device=self.device), self.global_step
+        if self.global_step > pending_from:
+            self._check_loss(pending, pending_from, bar)
         return self._reduce(sums)
 
-    def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
-        """Sum the per-process epoch statistics over all processes."""
-        if not self.dist.enabled:
-            return dict(sums)
+    def _measure_implementations(self, batch: Any) -> None:
+        """One eager forward before the first compiled step, so ``auto`` layers time their
+        implementations (:mod:`tdecomp.layers.choice`) and the trace compiles the measured choice.
+        Eval mode: batch-norm statistics stay as they are; the layers' timing returns its grads."""
+        self._unmeasured = False
+        self.model.eval()
+        try:
+            with self._autocast():
+                self.task.training_step(self.model, batch)
+        finally:
+            self.model.train()
+
+    def _check_loss(self, pending: torch.Tensor, first: int, bar: tqdm) -> None:
+        """The host sync: mean objective of steps ``first+1 … global_step``; raises on NaN/inf."""
+        value = float(pending) / (self.global_step - first)
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss became {value} between steps {first + 1} and {self.global_step} (epoch "
+                f"{self.epoch + 1}); training stopped and the last good checkpoint "
+                f"({self.out_dir / LAST}, if any) is kept. Lower lr or check the data."
+            )
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+
+    def _reduce(self, sums: dict[str, Any]) -> dict[str, float]:
+        """The epoch statistics as floats (one host sync), summed over all processes."""
         keys = sorted(sums)
-        values = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(values)
+        if not keys:
+            return {}
+        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device) for k in keys])
+        if self.dist.enabled:
+            torch.distributed.all_reduce(values)
         return dict(zip(keys, values.tolist()))
 
     def _end_epoch(self, epoch: int, sums: dict[str, float], tic: float) -> None:

@@ -72,3 +72,14 @@ def test_default_config_is_the_papers_optimizer():
     cfg = TrainConfig()
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.batch_size, cfg.weight_decay) == ("sgd", 0.1, 0.9, 128, 1e-4)
     assert cfg.milestones == [0.5, 0.75] and cfg.frobenius_coef == cfg.weight_decay
+
+
+def test_compile_modes_and_log_every():
+    load = load_config
+    assert load(None, ["compile=false"]).compile_mode is None
+    assert load(None, ["compile=true"]).compile_mode == "default"
+    assert load(None, ["compile=reduce-overhead"]).compile_mode == "reduce-overhead"
+    with pytest.raises(ValueError, match="compile='fast' is not valid"):
+        load(None, ["compile=fast"])
+    with pytest.raises(ValueError, match="log_every must be an int ≥ 1"):
+        load(None, ["log_every=0"])
