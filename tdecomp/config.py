@@ -18,10 +18,16 @@ from typing import Any
 import yaml
 
 from ._validation import check_choice
+from .init import LAYER_INIT_METHODS
+from .layers.lowrank import OVERCOMPLETE_MODES, RANK_RULES
+from .surgery import BUDGETS
 
 FAMILY_CHOICES_EXTRA = ("dense",)
 CHOICES: dict[str, tuple[str, ...]] = {
-    "init": ("spectral", "random"),
+    "init": LAYER_INIT_METHODS,
+    "overcomplete": OVERCOMPLETE_MODES,
+    "rank_rule": RANK_RULES,
+    "budget": BUDGETS,
     "reg": ("fd", "wd", "none"),
     "optimizer": ("sgd", "adamw"),
     "schedule": ("step", "cosine", "constant"),
@@ -51,7 +57,11 @@ class TrainConfig:
     # factorization
     family: str = "dense"  # dense | lowrank | cp | tucker | tt
     rank: float | int | list[int] = 0.25  # float: parameter ratio; int/list: explicit ranks
-    init: str = "spectral"  # spectral | random
+    init: str = "spectral"  # spectral | random | kaiming-factors | fanout-factors (lowrank)
+    rank_scale: float | None = None  # set: every layer at this rank scale (rank is then unused)
+    rank_rule: str = "min"  # lowrank rank from scale s: min (s·min(m,n)) | paper (conv s·c_out·k_h)
+    overcomplete: str = "balanced"  # lowrank r > min(m,n): balanced U M Vᵀ | wide U Vᵀ | deep U M Vᵀ
+    budget: str = "layers"  # float rank is a ratio of: layers (factorized ones) | model (whole)
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
@@ -60,6 +70,7 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    decay_norms: bool = False  # also weight-decay norm γ/β and biases (the official code does)
     fd_coef: float | None = None  # Frobenius-decay λ; None: same as weight_decay (as the paper)
     schedule: str = "step"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
@@ -122,6 +133,12 @@ class TrainConfig:
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be fractions of training in (0, 1), got {self.milestones!r}")
+        if self.rank_scale is not None and (
+            isinstance(self.rank_scale, bool) or not isinstance(self.rank_scale, (int, float)) or self.rank_scale <= 0
+        ):
+            raise ValueError(f"rank_scale must be a number > 0 or null, got {self.rank_scale!r}")
+        if not isinstance(self.decay_norms, bool):
+            raise ValueError(f"decay_norms must be true or false, got {self.decay_norms!r}")
         rank = self.rank
         if isinstance(rank, bool) or not (
             isinstance(rank, (int, float))
@@ -143,8 +160,19 @@ class TrainConfig:
         return float(self.weight_decay if self.fd_coef is None else self.fd_coef)
 
     @property
+    def family_options(self) -> dict[str, Any]:
+        """Family options for tdecomp.factorize_model (the low-rank family's; others get none)."""
+        if self.family != "lowrank":
+            return {}
+        return {"overcomplete": self.overcomplete, "rank_rule": self.rank_rule}
+
+    @property
     def factor_rank(self) -> float | int | tuple[int, ...]:
-        """``rank`` as tdecomp.factorize expects it (lists become tuples)."""
+        """``rank`` as tdecomp.factorize expects it (lists become tuples; ``rank_scale`` wins)."""
+        from .layers.base import RankScale
+
+        if self.rank_scale is not None:
+            return RankScale(self.rank_scale)
         return tuple(self.rank) if isinstance(self.rank, list) else self.rank
 
     # ------------------------------------------------------------------ (de)serialization

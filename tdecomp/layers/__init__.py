@@ -3,6 +3,7 @@
 from .attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .base import (
     IMPLEMENTATIONS,
+    RankScale,
     Factorized,
     FactorizedLayer,
     available_families,
@@ -16,6 +17,7 @@ from .tt import TTLayer
 from .tucker import TuckerLayer
 
 __all__ = [
+    "RankScale",
     "ATTENTION_FAMILIES",
     "IMPLEMENTATIONS",
     "AttentionSpec",

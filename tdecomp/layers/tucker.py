@@ -84,7 +84,7 @@ class TuckerLayer(FactorizedLayer):
         return (rank, rank, *(k if fixed else rank for k in spec.spatial))
 
     @classmethod
-    def count_params(cls, spec: DenseSpec, rank) -> int:
+    def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
         return math.prod(rank) + sum(n * r for n, r in zip(spec.weight_shape, rank))
 
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:

@@ -126,6 +126,8 @@ class Trainer:
                 skip=skip,
                 progress=self.is_main and config.progress,
                 targets=config.targets,
+                budget=config.budget,
+                **config.family_options,
             )
         model.to(self.device)
         if config.channels_last:
@@ -183,7 +185,8 @@ class Trainer:
     # ------------------------------------------------------------------ construction helpers
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0)
+        groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0,
+                              decay_norms=cfg.decay_norms)
         if cfg.reg == "none":
             for g in groups:
                 if g["name"] == "factors":
