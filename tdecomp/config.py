@@ -29,8 +29,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rank_rule": RANK_RULES,
     "budget": BUDGETS,
     "reg": ("fd", "wd", "none"),
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("step", "cosine", "constant"),
+    "optimizer": ("sgd", "nag", "adamw"),
+    "schedule": ("step", "cosine", "inverse_sqrt", "constant"),
     "amp": ("none", "bf16", "fp16"),
 }
 
@@ -66,7 +66,7 @@ class TrainConfig:
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
     # optimization (paper: SGD 0.9, lr 0.1, batch 128, ×0.1 at 50% and 75%, wd 1e-4)
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # sgd | nag (SGD with Nesterov momentum, as fairseq's nag) | adamw
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -76,6 +76,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    warmup_factor: float | None = None  # null: linear warm-up from 0; c: constant c× lr during warm-up
     epochs: int = 10
     batch_size: int = 128  # global batch (split over DDP processes)
     eval_batch_size: int = 512
@@ -129,6 +130,10 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{key} must be a number ≥ 0, got {value!r}")
+        if self.warmup_factor is not None and (
+            isinstance(self.warmup_factor, bool) or not isinstance(self.warmup_factor, (int, float)) or self.warmup_factor <= 0
+        ):
+            raise ValueError(f"warmup_factor must be a number > 0 or null (linear warm-up), got {self.warmup_factor!r}")
         if self.fd_coef is not None and (not isinstance(self.fd_coef, (int, float)) or self.fd_coef < 0):
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):

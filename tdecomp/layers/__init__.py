@@ -3,9 +3,9 @@
 from .attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .base import (
     IMPLEMENTATIONS,
-    RankScale,
     Factorized,
     FactorizedLayer,
+    RankScale,
     available_families,
     get_family,
     register_family,

@@ -25,6 +25,7 @@ from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std
 from .spec import Axis, DenseSpec
 
+
 class RankScale(float):
     """A rank given as the family's rank scale s rather than a parameter ratio, e.g.
     ``factorize(conv, "lowrank", RankScale(1/3), rank_rule="paper")`` has r = round(c_out·k_h/3)

@@ -26,6 +26,6 @@ def available_models() -> tuple[str, ...]:
 
 
 # Importing the model files registers their names.
-from . import resnet_cifar, small, transformer, vgg, wide_resnet  # noqa: E402,F401
+from . import eigendamage, resnet_cifar, small, transformer, vgg, wide_resnet  # noqa: E402,F401
 
 __all__ = ["MODELS", "available_models", "create", "register_model"]

@@ -165,6 +165,7 @@ class Trainer:
                 round(config.warmup_epochs * self.steps_per_epoch),
                 config.milestones,
                 config.gamma,
+                config.warmup_factor,
             ),
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
@@ -191,8 +192,8 @@ class Trainer:
             for g in groups:
                 if g["name"] == "factors":
                     g["weight_decay"] = 0.0
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        if cfg.optimizer in ("sgd", "nag"):
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nag")
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
     def _config_callbacks(self) -> list[Callback]:
