@@ -76,6 +76,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    warmup_steps: int = 0  # > 0: warm-up length in optimizer steps (overrides warmup_epochs)
     warmup_factor: float | None = None  # null: linear warm-up from 0; c: constant c× lr during warm-up
     epochs: int = 10
     batch_size: int = 128  # global batch (split over DDP processes)
@@ -123,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"track_every must be an int ≥ 0 (0: off), got {self.track_every!r}")
         if not isinstance(self.norm_match, str):
             raise ValueError(f"norm_match must be a path to a dynamics.jsonl (or empty), got {self.norm_match!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int ≥ 0 (0: use warmup_epochs), got {self.warmup_steps!r}")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive int, got {getattr(self, key)!r}")

@@ -162,7 +162,7 @@ class Trainer:
             lr_multiplier(
                 config.schedule,
                 total_steps,
-                round(config.warmup_epochs * self.steps_per_epoch),
+                config.warmup_steps or round(config.warmup_epochs * self.steps_per_epoch),
                 config.milestones,
                 config.gamma,
                 config.warmup_factor,
