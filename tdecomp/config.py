@@ -133,9 +133,8 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{key} must be a number ≥ 0, got {value!r}")
-        if self.warmup_factor is not None and (
-            isinstance(self.warmup_factor, bool) or not isinstance(self.warmup_factor, (int, float)) or self.warmup_factor <= 0
-        ):
+        factor = self.warmup_factor
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0):
             raise ValueError(f"warmup_factor must be a number > 0 or null (linear warm-up), got {self.warmup_factor!r}")
         if self.fd_coef is not None and (not isinstance(self.fd_coef, (int, float)) or self.fd_coef < 0):
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
