@@ -3,6 +3,7 @@ inits, checked against the official definitions (microsoft/fnl_paper frob.py) re
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -10,21 +11,22 @@ import torch
 from torch import nn
 
 import tdecomp
+from tdecomp.config import load_config
 from tdecomp.testing import assert_rel_close
+from tdecomp.train import train
 
-torch.set_default_dtype(torch.float64)
 MODES = ("balanced", "wide", "deep")
 
 
 def _conv() -> nn.Conv2d:
     torch.manual_seed(0)
-    return nn.Conv2d(4, 6, 3, padding=1)  # matricized (6·3) × (4·3): k = min(18, 12) = 12
+    return nn.Conv2d(4, 6, 3, padding=1, dtype=torch.float64)  # matricized (6·3) × (4·3): k = min(18, 12) = 12
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("r", [12, 20])
 def test_si_is_exact_collapses_and_counts_its_parameters(mode, r):
-    conv, x = _conv(), torch.randn(2, 4, 7, 7)
+    conv, x = _conv(), torch.randn(2, 4, 7, 7, dtype=torch.float64)
     layer = tdecomp.factorize(conv, "lowrank", r, overcomplete=mode)
     assert_rel_close(layer.reconstruct(), conv.weight, 1e-10, f"{mode} SI at r={r}")
     assert_rel_close(layer(x), conv(x), 1e-10, f"{mode} forward")
@@ -38,7 +40,7 @@ def test_si_is_exact_collapses_and_counts_its_parameters(mode, r):
     if mode != "balanced":  # the official zero-padded SI (frob.py:66-70,147-151)
         assert torch.all(layer.U[:, 12:] == 0) and torch.all(layer.V[:, 12:] == 0)
         if middle:
-            assert torch.equal(layer.M, torch.eye(r))
+            assert torch.equal(layer.M, torch.eye(r, dtype=torch.float64))
 
 
 def _official_rank(layer: nn.Module, scale: float) -> int:
@@ -86,10 +88,10 @@ def test_kaiming_factors_draws_each_factor_as_the_official_code():
 def _train(layer: nn.Module, steps: int = 20) -> None:
     """SGD with momentum and Frobenius decay on a regression to a random dense conv."""
     torch.manual_seed(2)
-    target = nn.Conv2d(4, 6, 3, padding=1)
+    target = nn.Conv2d(4, 6, 3, padding=1, dtype=torch.float64)
     opt = torch.optim.SGD(layer.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
     for _ in range(steps):
-        x = torch.randn(8, 4, 7, 7)
+        x = torch.randn(8, 4, 7, 7, dtype=torch.float64)
         loss = (layer(x) - target(x).detach()).pow(2).mean() + 0.5e-3 * layer.frobenius_sq()
         opt.zero_grad()
         loss.backward()
@@ -107,3 +109,17 @@ def test_wide_si_keeps_the_extra_columns_exactly_zero_and_kaiming_moves_them():
     start = kaiming.U[:, 12:].detach().clone()
     _train(kaiming)
     assert (kaiming.U[:, 12:] - start).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_overcomplete_mode_trains_on_digits(tmp_path, mode):
+    cfg = load_config(None, dict(model="cnn", model_kwargs={"width": 0.5}, data="digits", subset=256,
+                                 batch_size=64, epochs=3, lr=0.05, family="lowrank", rank_scale=1.5,
+                                 rank_rule="paper", overcomplete=mode, init="spectral", reg="fd",
+                                 progress=False, out=str(tmp_path / mode)))
+    summary = train(cfg)
+    records = [line for line in (tmp_path / mode / "metrics.jsonl").read_text().splitlines() if line]
+    losses = [json.loads(r)["train_loss"] for r in records]
+    assert losses[-1] < losses[0]
+    assert summary["param_ratio"] <= 1.0 + 1e-9  # overcomplete layers count collapsed
+    assert 0 < summary["factorized_layer_ratio"]
