@@ -2,11 +2,12 @@
 
 :class:`DynamicsTracker` records, every ``every`` optimizer steps, for each
 :class:`~tdecomp.layers.base.FactorizedLayer` (name, ``family``) and each dense ``nn.Linear`` /
-``nn.Conv2d`` weight (``family = "dense"``) one entry of ``OUT/dynamics.jsonl``::
+``nn.Conv{1,2,3}d`` weight (``family = "dense"``) one entry of ``OUT/dynamics.jsonl``::
 
     {"step": 100, "layers": {"features.3": {"family": "lowrank", "norm": 2.1, ...}, ...}}
 
-Per layer (W the layer's weight, W₍ₘₐₜ₎ its (c_out·k_h) × (c_in·k_w) matricization, σ its
+Per layer (W the layer's weight, W₍ₘₐₜ₎ its matricization :func:`~tdecomp.layers.base.matricize`,
+(c_out·k_h) × (c_in·k_w) for a 2-D kernel, c_out × (c_in·k) for a 1-D one, σ its
 singular values, η the learning rate of the optimizer group holding the layer, λ that group's
 decay — the Frobenius-decay coefficient under FD, else its weight decay —, α its momentum):
 
@@ -53,13 +54,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from tdecomp.layers.base import Factorized, FactorizedLayer, matricize
-from tdecomp.layers.spec import DenseSpec
+from tdecomp.layers.spec import CONV_TYPES, DenseSpec
+from tdecomp.run_files import DYNAMICS
 from tdecomp.train.callbacks import Callback, StepInfo
 
 if TYPE_CHECKING:
     from tdecomp.train.trainer import Trainer
 
-DYNAMICS = "dynamics.jsonl"
 # the per-layer vector kept on device, in this order, followed by the factor norms
 _VECTOR = (
     "norm",
@@ -124,12 +125,11 @@ class _Tracked:
 
 
 def _tracked_layers(model: nn.Module, svd_max_dim: int) -> list[_Tracked]:
-    """Factorized layers and dense Linear/Conv2d weights, outermost first, in module order."""
+    """Factorized layers and dense Linear/Conv{1,2,3}d weights, outermost first, in module order."""
     found: list[_Tracked] = []
 
     def small(spec: DenseSpec) -> bool:
-        kh, kw = spec.kernel_size
-        return min(spec.out_channels * kh, spec.in_channels * kw) <= svd_max_dim
+        return min(spec.matrix_shape) <= svd_max_dim
 
     def visit(prefix: str, module: nn.Module) -> None:
         if isinstance(module, FactorizedLayer):
@@ -139,7 +139,7 @@ def _tracked_layers(model: nn.Module, svd_max_dim: int) -> list[_Tracked]:
             return
         if isinstance(module, Factorized):  # attention: no per-layer dynamics interface yet
             return
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and getattr(module, "groups", 1) == 1:
+        if isinstance(module, (nn.Linear, *CONV_TYPES)) and getattr(module, "groups", 1) == 1:
             spec = DenseSpec.from_module(module)
             found.append(_Tracked(prefix, "dense", module, spec, [module.weight], small(spec)))
         for name, child in module.named_children():
@@ -228,7 +228,7 @@ class DynamicsTracker(Callback):
         self.path = None if out is None else Path(out) / DYNAMICS
         self.layers = _tracked_layers(model, svd_max_dim)
         if not self.layers:
-            raise ValueError("model has no nn.Linear, nn.Conv2d or factorized layer to track")
+            raise ValueError("model has no nn.Linear, nn.Conv{1,2,3}d or factorized layer to track")
         self.active = not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
         self.step_count = 0  # optimizer steps done
         self.records: list[dict] = []  # written records when out is None
@@ -376,7 +376,9 @@ class DynamicsTracker(Callback):
             if t.family != "dense":
                 entry["factor_norms"] = row[i + len(_VECTOR) : i + n]
             norm = values["norm"]
-            entry |= {"lr": lr, "eta_over_norm": lr / norm, "eta_over_norm_sq": lr / norm**2, "weight_decay": decay}
+            entry |= {"lr": lr, "weight_decay": decay}
+            if norm > 0:  # undefined for an all-zero weight, omitted like every other undefined value
+                entry |= {"eta_over_norm": lr / norm, "eta_over_norm_sq": lr / norm**2}
             if momentum is not None:
                 entry["momentum"] = momentum
                 entry["equilibrium"] = math.sqrt(2 * lr * decay / (1 + momentum))

@@ -67,7 +67,7 @@ class NormMatching(Callback):
     Args:
         model: the model being trained; its factorized layers must all appear in the record.
         record: a ``dynamics.jsonl`` (or a run folder holding one) written by
-            :class:`~analysis.dynamics.DynamicsTracker` in the reference (FD) run.
+            :class:`~tdecomp.analysis.dynamics.DynamicsTracker` in the reference (FD) run.
     """
 
     def __init__(self, model: nn.Module, record: str | Path) -> None:

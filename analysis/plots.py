@@ -1,8 +1,9 @@
 """Figures of one or more runs: training curves and the norm / effective-step-size dynamics.
 
-Every figure has one line colour per run (Okabe–Ito palette, shared with
-:mod:`analysis.compare`) and one legend entry per run. The dynamics figures read
-``dynamics.jsonl`` (:class:`~analysis.dynamics.DynamicsTracker`) and show one panel per layer that
+Every run is drawn in its method's colour with its family's marker (:mod:`tdecomp.analysis.style`,
+shared with :mod:`tdecomp.analysis.compare`); each legend lists the runs the figure draws. The
+dynamics figures read
+``dynamics.jsonl`` (:class:`~tdecomp.analysis.dynamics.DynamicsTracker`) and show one panel per layer that
 is factorized in at least one of the runs (all layers if none is), after a first panel
 aggregating over those layers; a dense run is drawn on the same panels from its own
 ``nn.Linear``/``nn.Conv2d`` of the same name. :func:`plot_runs` writes them all as PNG and PDF:
@@ -11,7 +12,8 @@ aggregating over those layers; a dense run is drawn on the same panels from its 
 - ``weight_norm`` — ‖W‖_F per layer, aggregate √Σ_l‖W_l‖²_F;
 - ``effective_step`` — η/‖W‖²_F per layer, aggregate mean (the paper's central picture: dense
   vs Frobenius decay vs weight decay on the factors);
-- ``angular_update`` — one step's angular update (solid) against √(2ηλ/(1+α)) (dashed);
+- ``angular_update`` — one step's angular update (solid) against √(2ηλ/(1+α)) (dashed, drawn
+  once, in grey, where several runs share it);
 - ``nuclear_norm`` — ‖W‖_* (solid) against ½Σ_k‖F_k‖²_F (dashed);
 - ``balancedness`` — the factors' conserved-Gram-difference norm;
 - ``stable_rank`` — ‖W‖²_F/σ₁².
@@ -29,9 +31,10 @@ from typing import Any
 import yaml
 
 from tdecomp.results import method_label
+from tdecomp.run_files import CONFIG, DYNAMICS, METRICS
 
-from .compare import PALETTE
-from .dynamics import DYNAMICS, layer_series, read_dynamics
+from .dynamics import layer_series, read_dynamics
+from .style import FALLBACK_COLOURS, family_marker, method_colour
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Run:
     config: dict[str, Any]
     metrics: list[dict] = field(default_factory=list)
     dynamics: list[dict] = field(default_factory=list)
+    colour: str = ""
+    marker: str = ""
+    phase: float = 0.0  # where along a line its markers start (a fraction of their spacing)
 
 
 def run_label(config: dict[str, Any]) -> str:
@@ -56,11 +62,11 @@ def run_label(config: dict[str, Any]) -> str:
 def load_run(path: str | Path) -> Run:
     """Read a run folder (``config.yaml``, ``metrics.jsonl``, optional ``dynamics.jsonl``)."""
     path = Path(path)
-    config_file = path / "config.yaml"
+    config_file = path / CONFIG
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
     config = yaml.safe_load(config_file.read_text()) or {}
-    metrics_file = path / "metrics.jsonl"
+    metrics_file = path / METRICS
     metrics = [json.loads(x) for x in metrics_file.read_text().splitlines() if x] if metrics_file.is_file() else []
     dynamics = read_dynamics(path) if (path / DYNAMICS).is_file() else []
     return Run(path, run_label(config), config, metrics, dynamics)
@@ -70,9 +76,18 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     """:func:`load_run` for each folder; duplicate labels get the folder name appended."""
     runs = [load_run(p) for p in paths]
     labels = [r.label for r in runs]
-    for r in runs:
+    used: set[tuple[str, str]] = set()
+    for k, r in enumerate(runs):
+        r.phase = k / len(runs)  # runs whose lines coincide still show every run's markers
         if labels.count(r.label) > 1:
             r.label = f"{r.label} ({r.path.name})"
+        family = r.config.get("family", "dense")
+        r.colour = method_colour(method_label(r.config) + (" norm-matched" if r.config.get("norm_match") else ""))
+        r.marker = family_marker(family)
+        spare = (c for c in FALLBACK_COLOURS if (c, r.marker) not in used)
+        if (r.colour, r.marker) in used:  # the same family and method twice: keep the lines apart
+            r.colour = next(spare, r.colour)
+        used.add((r.colour, r.marker))
     return runs
 
 
@@ -86,15 +101,19 @@ def _pyplot():
     return plt
 
 
-def _colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
+def _plot(ax, run: Run, steps: Sequence[float], values: Sequence[float], style: str = "-", **kw) -> None:
+    """A run's line: its colour, its family's marker on about eight points."""
+    every = max(1, len(steps) // 8)
+    ax.plot(steps, values, style, color=run.colour, marker=run.marker, markevery=(round(run.phase * every), every),
+            markersize=4, linewidth=kw.pop("linewidth", 1.3), **kw)
 
 
-def _legend(fig, runs: Sequence[Run]) -> None:
-    """One entry per run, above the panels."""
+def _legend(fig, runs: Sequence[Run], extra: Sequence = ()) -> None:
+    """One entry per run that the figure draws (and any ``extra`` handles), above the panels."""
     plt = _pyplot()
-    handles = [plt.Line2D([], [], color=_colour(i), label=r.label) for i, r in enumerate(runs)]
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(runs), 4), fontsize=8, frameon=False)
+    handles = [plt.Line2D([], [], color=r.colour, marker=r.marker, markersize=4, label=r.label) for r in runs]
+    handles += list(extra)
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
 
 
 def _layers(runs: Sequence[Run]) -> list[str]:
@@ -133,9 +152,12 @@ def _layer_figure(
     reduce_name: str = "mean over layers",
     log: bool = False,
     note: str = "",
+    reference: str = "",
 ):
     """A panel grid: the aggregate over :func:`_layers`, then one panel per layer. ``metrics[0]``
-    is drawn solid, a second one dashed in the same colour (its legend entry is the run's)."""
+    is drawn solid, a second one dashed in the same colour (its legend entry is the run's). With
+    ``reference`` (a legend label), the second metric is a reference curve: drawn once per distinct
+    curve, in grey where several runs share it."""
     plt = _pyplot()
     layers = _layers(runs)
     panels = 1 + len(layers)
@@ -147,17 +169,26 @@ def _layer_figure(
     for ax in axes[panels:]:
         ax.set_visible(False)
     titles = [f"all layers ({reduce_name})", *layers]
+    drawn: list[Run] = []
     for k, metric in enumerate(metrics):
-        style = "-" if k == 0 else "--"
+        curves = [{"": _aggregate(run, layers, metric, reduce)} | {name: (s, v) for name, s, v in
+                                                                    layer_series(run.dynamics, metric)}
+                  for run in runs]
         for i, run in enumerate(runs):
-            steps, values = _aggregate(run, layers, metric, reduce)
-            if steps:
-                axes[0].plot(steps, values, style, color=_colour(i), linewidth=1.4)
-            series = {name: (s, v) for name, s, v in layer_series(run.dynamics, metric)}
-            for ax, name in zip(axes[1:], layers):
-                s, v = series.get(name, ([], []))
-                if s:
-                    ax.plot(s, v, style, color=_colour(i), linewidth=1.2)
+            for ax, name in zip(axes, ["", *layers]):
+                steps, values = curves[i].get(name, ([], []))
+                if not steps:
+                    continue
+                if k == 0:
+                    _plot(ax, run, steps, values)
+                    drawn += [] if run in drawn else [run]
+                    continue
+                if not reference:
+                    _plot(ax, run, steps, values, "--", linewidth=1.0)
+                    continue
+                same = [j for j, other in enumerate(curves) if _same_curve(other.get(name), (steps, values))]
+                if same[0] == i:  # the first run with this curve draws it, grey if others share it
+                    ax.plot(steps, values, "--", color="0.45" if len(same) > 1 else run.colour, linewidth=1.0)
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("optimizer step")
@@ -165,10 +196,18 @@ def _layer_figure(
         ax.grid(True, alpha=0.3)
         if log and ax.get_lines():
             ax.set_yscale("log")
-    _legend(fig, runs)
+    extra = [plt.Line2D([], [], color="0.45", linestyle="--", label=reference)] if reference and drawn else []
+    _legend(fig, drawn, extra)
     if note:
         fig.supxlabel(note, fontsize=8)
     return fig
+
+
+def _same_curve(curve: tuple[Sequence[float], Sequence[float]] | None, target: tuple[Sequence, Sequence]) -> bool:
+    """Whether ``curve`` (steps, values) equals ``target`` to rounding."""
+    if curve is None or list(curve[0]) != list(target[0]):
+        return False
+    return all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(curve[1], target[1]))
 
 
 # ---------------------------------------------------------------------------------------- figures
@@ -182,10 +221,10 @@ def training_curves(runs: Sequence[Run]):
         ("test_acc", 100.0, "test accuracy (%)"),
     )
     for ax, (key, scale, ylabel) in zip(axes, panels):
-        for i, run in enumerate(runs):
+        for run in runs:
             points = [(m["epoch"], scale * m[key]) for m in run.metrics if key in m]
             if points:
-                ax.plot(*zip(*points), "-o", color=_colour(i), markersize=3, linewidth=1.4)
+                _plot(ax, run, *zip(*points))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
@@ -194,34 +233,38 @@ def training_curves(runs: Sequence[Run]):
 
 
 def weight_norm(runs: Sequence[Run]):
-    return _layer_figure(runs, ["norm"], "‖W‖_F", reduce=_root_sum_sq, reduce_name="√Σ‖W‖²_F")
+    return _layer_figure(runs, ["norm"], r"$\|W\|_F$", reduce=_root_sum_sq, reduce_name=r"$\sqrt{\sum_l \|W_l\|_F^2}$")
 
 
 def effective_step(runs: Sequence[Run]):
-    return _layer_figure(runs, ["eta_over_norm_sq"], "η/‖W‖²_F (per step)", log=True)
+    return _layer_figure(runs, ["eta_over_norm_sq"], r"$\eta/\|W\|_F^2$ (per step)", log=True)
 
 
 def angular_update(runs: Sequence[Run]):
     return _layer_figure(
         runs, ["angle_step", "equilibrium"], "angular update per step (rad)", log=True,
-        note="solid: measured arccos⟨W_{t−1},W_t⟩/(‖W_{t−1}‖‖W_t‖); dashed: equilibrium √(2ηλ/(1+α))",
+        note=r"solid: measured $\arccos \langle W_{t-1}, W_t\rangle / (\|W_{t-1}\| \|W_t\|)$; "
+        r"dashed: equilibrium $\sqrt{2\eta\lambda/(1+\alpha)}$",
+        reference=r"equilibrium $\sqrt{2\eta\lambda/(1+\alpha)}$ (shared)",
     )
 
 
 def nuclear_norm(runs: Sequence[Run]):
     return _layer_figure(
         runs, ["nuclear", "nuclear_bound"], "norm (weight units)", log=True,
-        note="solid: nuclear norm ‖W_mat‖_*; dashed: ½Σ_k‖F_k‖²_F (bounds ‖W‖_* for two factors)",
+        note=r"solid: nuclear norm $\|W_{\mathrm{mat}}\|_*$; dashed: $\frac{1}{2}\sum_k \|F_k\|_F^2$ "
+        r"(bounds $\|W\|_*$ for two factors)",
     )
 
 
 def balancedness(runs: Sequence[Run]):
-    return _layer_figure(runs, ["balancedness"], "balancedness (weight units²)", log=True,
-                         note="low-rank: ‖UᵀU − VᵀV‖_F; tensor families: their conserved Gram differences")
+    return _layer_figure(runs, ["balancedness"], "balancedness (weight units$^2$)", log=True,
+                         note=r"low-rank: $\|U^\top U - V^\top V\|_F$; tensor families: their conserved "
+                         "Gram differences")
 
 
 def stable_rank(runs: Sequence[Run]):
-    return _layer_figure(runs, ["stable_rank"], "stable rank ‖W‖²_F/σ₁² (dimensionless)")
+    return _layer_figure(runs, ["stable_rank"], r"stable rank $\|W\|_F^2/\sigma_1^2$")
 
 
 FIGURES: dict[str, Callable] = {

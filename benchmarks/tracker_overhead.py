@@ -1,4 +1,4 @@
-"""Step-time overhead of :class:`analysis.dynamics.DynamicsTracker` on digits training loops.
+"""Step-time overhead of :class:`tdecomp.analysis.dynamics.DynamicsTracker` on digits training loops.
 
 Trains the small CNN and ResNet-20 (low-rank at 10% of the parameters, SI, FD, SGD momentum 0.9)
 on 8×8 digits batches in a plain PyTorch loop, with and without a tracker recording every
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 import tdecomp
-from analysis.dynamics import DynamicsTracker
 from tdecomp import data, models
+from tdecomp.analysis.dynamics import DynamicsTracker
 
 
 def _setup(model_name: str, device: torch.device) -> tuple[data.DataBundle, nn.Module, torch.optim.Optimizer]:

@@ -25,18 +25,29 @@ LAUNCHERS = ("local", "slurm", "torchrun")
 log = logging.getLogger("tdecomp.sweep")
 
 
+def cap_threads(threads: int) -> None:
+    """Cap torch's intra-op threads at ``threads`` (0: leave torch's default, one per core).
+
+    Small CPU runs gain little from more threads, and on a busy machine a process that starts one
+    thread per core is slowed down many times over by the others' threads (a demo took 580 s instead of
+    72 s next to one 2-thread job), so workers default to one thread each."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be an int ≥ 0 (0: torch's default), got {threads!r}")
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def run_job(values: dict[str, Any], threads: int = 0) -> str:
     """Train one job (a ``TrainConfig`` as a dict) unless finished; returns ``skipped``/``trained``.
 
-    ``threads`` > 0 caps torch's intra-op threads (parallel local workers share the CPU). Under a
-    multi-task Slurm job, submitit's environment is exported as torchrun's (RANK, WORLD_SIZE, …).
+    ``threads`` > 0 caps torch's intra-op threads (:func:`cap_threads`). Under a multi-task Slurm job,
+    submitit's environment is exported as torchrun's (RANK, WORLD_SIZE, …).
     """
-    import torch
-
     from tdecomp.train import train
 
-    if threads > 0:
-        torch.set_num_threads(threads)
+    cap_threads(threads)
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         import submitit.helpers
 
@@ -49,8 +60,9 @@ def run_job(values: dict[str, Any], threads: int = 0) -> str:
     return "trained"
 
 
-def run_local(jobs: Sequence[Job], workers: int = 1) -> dict[str, str]:
-    """Run ``jobs`` here, one after another (``workers=1``) or in ``workers`` spawned processes.
+def run_local(jobs: Sequence[Job], workers: int = 1, threads: int = 1) -> dict[str, str]:
+    """Run ``jobs`` here, one after another (``workers=1``) or in ``workers`` spawned processes, each
+    with ``threads`` torch threads (:func:`cap_threads`; 0: torch's default).
 
     Returns job name → ``trained``/``skipped``/``failed: <error>``; a failing job does not stop the others.
     """
@@ -58,14 +70,14 @@ def run_local(jobs: Sequence[Job], workers: int = 1) -> dict[str, str]:
 
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
+    cap_threads(threads)  # validates, and caps this process's threads for workers=1
     outcome: dict[str, str] = {}
     bar = tqdm(total=len(jobs), desc="sweep", unit="run")
     if workers == 1:
         for job in jobs:
-            outcome[job.name] = _guarded(job)
+            outcome[job.name] = _guarded(job, threads)
             bar.update()
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = {pool.submit(run_job, job.config.to_dict(), threads): job for job in jobs}
@@ -80,9 +92,9 @@ def run_local(jobs: Sequence[Job], workers: int = 1) -> dict[str, str]:
     return outcome
 
 
-def _guarded(job: Job) -> str:
+def _guarded(job: Job, threads: int) -> str:
     try:
-        return run_job(job.config.to_dict())
+        return run_job(job.config.to_dict(), threads)
     except Exception as err:  # noqa: BLE001 — report and go on with the other jobs
         return f"failed: {type(err).__name__}: {err}"
 

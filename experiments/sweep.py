@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from tdecomp.config import TrainConfig, load_config
+from tdecomp.config import CHOICES, TrainConfig, load_config
 from tdecomp.results import DENSE_IRRELEVANT, method_label
 from tdecomp.train.checkpoint import LAST
 from tdecomp.train.runs import is_complete
@@ -40,8 +40,8 @@ SWEEP_KEY = "sweep"
 # every init × reg combination, keyed by the label results tables give it
 METHODS: dict[str, dict[str, str]] = {"dense": {"family": "dense"}} | {
     method_label({"family": "factorized", "init": init, "reg": reg}): {"init": init, "reg": reg}
-    for init in ("random", "spectral")
-    for reg in ("wd", "fd", "none")
+    for init in CHOICES["init"]
+    for reg in CHOICES["reg"]
 }
 STATUSES = ("done", "partial", "new")
 

@@ -1,6 +1,9 @@
 """tdecomp: factorized neural layers (low-rank, CP, Tucker, TT) with spectral initialization
 and Frobenius decay (Khodak, Tenenholtz, Mackey, Fusi, ICLR 2021) for every family."""
 
+import os
+
+from . import models  # the model registry: tdecomp.models.create("resnet20", num_classes=10)
 from .layers import (
     CPLayer,
     DenseSpec,
@@ -15,8 +18,19 @@ from .layers import (
     get_family,
     register_family,
 )
-from .regularize import frobenius_decay, param_groups
+from .regularize import frobenius_decay, param_groups, rebalance
 from .surgery import collapse_model, eligible_layers, factorize, factorize_model, summarize
+
+# analysis/ and experiments/ sit next to this package in a source checkout and install into it
+# (pyproject.toml's package-dir). Resolve them from the checkout this package was imported from,
+# not from whichever copy an (editable) install points at.
+_checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.path.isdir(os.path.join(__path__[0], "analysis")) and os.path.isfile(
+    os.path.join(_checkout, "analysis", "__init__.py")
+):
+    __path__.append(_checkout)
+
+from . import analysis  # noqa: E402,F401  (last: it registers the trainer's config-key callbacks)
 
 __version__ = "0.1.0"
 
@@ -37,7 +51,9 @@ __all__ = [
     "factorize_model",
     "frobenius_decay",
     "get_family",
+    "models",
     "param_groups",
+    "rebalance",
     "register_family",
     "summarize",
 ]

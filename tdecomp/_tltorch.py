@@ -1,20 +1,17 @@
 """tensorly-torch import shim.
 
-Importing ``tltorch`` calls ``tensorly.set_backend('pytorch')`` globally, which silently changes
-the behaviour of any numpy tensorly code the user runs afterwards. We restore the user's backend
-right after the import and request the pytorch backend only locally (:func:`pytorch_backend`)
-around the tensorly decompositions we call. Our own reconstruction and forward code never goes
-through tensorly's backend dispatch.
+Importing ``tltorch`` selects tensorly's pytorch backend globally, and tltorch's layers rely on it
+when they are built and run. We keep that: restoring the user's earlier backend would break every
+tltorch layer built later in the same program (``import tdecomp`` then ``tltorch.FactorizedConv``).
+Our own decompositions request the pytorch backend only locally (:func:`pytorch_backend`), and our
+reconstruction and forward code never goes through tensorly's dispatch, so tdecomp works under
+whatever backend the user selects afterwards.
 """
 
 from __future__ import annotations
 
 import tensorly as tl
-
-_user_backend = tl.get_backend()
-import tltorch  # noqa: E402  (must follow the backend capture above)
-
-tl.set_backend(_user_backend)
+import tltorch
 
 CPTensor = tltorch.CPTensor
 TuckerTensor = tltorch.TuckerTensor

@@ -35,6 +35,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def registry_choices() -> dict[str, tuple[str, ...]]:
+    """Valid ``model``, ``data``, ``family`` and ``allocation`` names: the registries (importing them
+    registers all)."""
+    from .allocation import available_allocations
+    from .data import available_datasets
+    from .layers import available_families
+    from .models import available_models
+
+    return {"model": available_models(), "data": available_datasets(),
+            "family": FAMILY_CHOICES_EXTRA + available_families(), "allocation": available_allocations()}
+
+
 # keys a resumed run may change; the rest must equal the interrupted run's config.yaml. More
 # ``epochs`` extends a run (the lr schedule is recomputed for the new total from the current step).
 RESUME_MAY_CHANGE = frozenset(
@@ -65,6 +77,8 @@ class TrainConfig:
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
+    allocation: str = "uniform"  # how a float rank's budget is shared: uniform | energy | stable-rank
+    init_from: str = ""  # run folder or checkpoint whose model weights are loaded before factorizing
     # optimization (paper: SGD 0.9, lr 0.1, batch 128, ×0.1 at 50% and 75%, wd 1e-4)
     optimizer: str = "sgd"  # sgd | nag (SGD with Nesterov momentum, as fairseq's nag) | adamw
     lr: float = 0.1
@@ -72,6 +86,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     decay_norms: bool = False  # also weight-decay norm γ/β and biases (the official code does)
     fd_coef: float | None = None  # Frobenius-decay λ; None: same as weight_decay (as the paper)
+    rebalance: bool | None = None  # tdecomp.rebalance after each step; None: on under reg=fd
     schedule: str = "step"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
     gamma: float = 0.1
@@ -101,14 +116,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value and the valid ones."""
-        from .data import available_datasets
-        from .layers import available_families
-        from .models import available_models
-
-        check_choice("model", self.model, available_models())
-        check_choice("data", self.data, available_datasets())
-        check_choice("family", self.family, FAMILY_CHOICES_EXTRA + available_families())
+        from .layers import get_family
         from .surgery import TARGETS
+
+        for key, choices in registry_choices().items():
+            check_choice(key, getattr(self, key), choices)
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be a run folder or checkpoint path (or empty), got {self.init_from!r}")
 
         if not isinstance(self.targets, list) or not self.targets:
             raise ValueError(f"targets must be a non-empty list drawn from {sorted(TARGETS)}, got {self.targets!r}")
@@ -138,6 +152,8 @@ class TrainConfig:
             raise ValueError(f"warmup_factor must be a number > 0 or null (linear warm-up), got {self.warmup_factor!r}")
         if self.fd_coef is not None and (not isinstance(self.fd_coef, (int, float)) or self.fd_coef < 0):
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
+        if self.rebalance is not None and not isinstance(self.rebalance, bool):
+            raise ValueError(f"rebalance must be true, false or null (on under reg=fd), got {self.rebalance!r}")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be fractions of training in (0, 1), got {self.milestones!r}")
         if self.rank_scale is not None and (
@@ -152,6 +168,10 @@ class TrainConfig:
             or (isinstance(rank, list) and all(isinstance(r, int) for r in rank))
         ):
             raise ValueError(f"rank must be a float ratio, an int or a list of ints, got {rank!r}")
+        if not all(r > 0 for r in (rank if isinstance(rank, list) else [rank])) or rank == []:
+            raise ValueError(f"rank must be positive (a parameter ratio, an int or a list of ints), got {rank!r}")
+        if isinstance(rank, float) and self.family != "dense":
+            get_family(self.family).check_ratio(rank)
 
     def conflicts(self, saved: dict[str, Any], may_change: Collection[str] = RESUME_MAY_CHANGE) -> list[str]:
         """Keys, outside ``may_change``, whose value differs from ``saved`` (a run's config.yaml).
@@ -159,6 +179,8 @@ class TrainConfig:
         The default is what a resumed run may not change: everything that defines the model, data
         or optimization (only :data:`RESUME_MAY_CHANGE` may differ, e.g. more ``epochs``)."""
         current = self.to_dict()
+        # a key added after ``saved`` was written ran at its default (keys are added that way)
+        saved = {**TrainConfig().to_dict(), **saved}
         return [k for k in current if k not in may_change and saved.get(k) != current[k]]
 
     @property
@@ -168,10 +190,19 @@ class TrainConfig:
 
     @property
     def family_options(self) -> dict[str, Any]:
-        """Family options for tdecomp.factorize_model (the low-rank family's; others get none)."""
+        """Family options for tdecomp.factorize_model: the low-rank family's set away from their
+        defaults (others get none; so does factorized attention, which rejects any option)."""
         if self.family != "lowrank":
             return {}
-        return {"overcomplete": self.overcomplete, "rank_rule": self.rank_rule}
+        fields = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: getattr(self, k) for k in ("overcomplete", "rank_rule") if getattr(self, k) != fields[k]}
+
+    @property
+    def rebalances(self) -> bool:
+        """Whether the trainer calls :func:`tdecomp.rebalance` after each optimizer step:
+        ``rebalance``, or by default under ``reg=fd`` (FD cannot hold factor norms balanced; plain
+        weight decay on the factors does, and ``reg=wd``/``none`` stay the unmodified baselines)."""
+        return self.reg == "fd" if self.rebalance is None else self.rebalance
 
     @property
     def factor_rank(self) -> float | int | tuple[int, ...]:

@@ -16,7 +16,6 @@ The low-rank family also takes the official code's unbalanced per-factor draws
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -39,16 +38,26 @@ def balanced_std(target_std: float, n_terms: int, n_factors: int) -> float:
     return (target_std**2 / n_terms) ** (1.0 / (2 * n_factors))
 
 
+def equalizing_scales(norms: Tensor) -> Tensor:
+    """Scales c (same shape as ``norms``, (K, …)) that make K norms equal along dim 0, Π_k c_k = 1.
+
+    c_k = (Π_j ‖T_j‖)^{1/K} / ‖T_k‖: the geometric mean over the K tensors, so a multilinear
+    product of the rescaled tensors is unchanged, and Σ_k c_k²‖T_k‖² is the smallest over all
+    such rescalings (AM–GM). Columns (…) holding a zero norm get c = 1. Stays on the device.
+    """
+    logs = norms.log()
+    scales = (logs.mean(0, keepdim=True) - logs).exp()
+    return torch.where((norms > 0).all(0, keepdim=True), scales, torch.ones_like(scales))
+
+
 @torch.no_grad()
 def balance_norms(tensors: Sequence[Tensor]) -> None:
     """Rescale ``tensors`` in place to equal Frobenius norms, keeping their product's scale.
 
     For a multilinear reconstruction W = f(T₁, …, T_K), scaling T_k by c_k with Π c_k = 1 leaves
-    W unchanged; the balanced choice sets every ‖T_k‖ to (Π_k ‖T_k‖)^{1/K}.
+    W unchanged; the balanced choice sets every ‖T_k‖ to (Π_k ‖T_k‖)^{1/K}
+    (:func:`equalizing_scales`; nothing changes if a tensor is zero).
     """
-    norms = [t.norm() for t in tensors]
-    if any(n == 0 for n in norms):
-        return
-    target = math.exp(sum(math.log(float(n)) for n in norms) / len(norms))
-    for t, n in zip(tensors, norms):
-        t.mul_(target / n)
+    scales = equalizing_scales(torch.stack([t.norm() for t in tensors]))
+    for t, c in zip(tensors, scales):
+        t.mul_(c)

@@ -10,6 +10,13 @@ penalty a dense model never sees (½(‖U‖²+‖V‖²) ≥ ‖UVᵀ‖_*). FD
 
 With SGD this equals the dense model's coupled weight decay applied to W. The factor group
 carries its coefficient under the key ``"frobenius_decay"`` so a trainer can read it back.
+
+With more than two factors per weight (Tucker, TT, CP of a conv, overcomplete U M Vᵀ, Tucker
+attention) FD alone can diverge: it cannot see rescalings between factors, SGD drifts along
+them and a shrinking factor's gradient explodes. Rebalance after every step, a no-op on W:
+
+    opt.step()
+    tdecomp.rebalance(model, opt)
 """
 
 from __future__ import annotations
@@ -32,6 +39,33 @@ def frobenius_decay(model: nn.Module) -> Tensor:
         p = next(model.parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
     return torch.stack(terms).sum()
+
+
+# How each optimizer state tensor transforms when its parameter is scaled by c (see rebalance).
+_STATE_POWERS = {"momentum_buffer": 1, "exp_avg": -1, "exp_avg_sq": -2}
+
+
+@torch.no_grad()
+def rebalance(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Equalize the factor norms of every factorized module in place, leaving each W unchanged.
+
+    Applies :meth:`Factorized.balancing_scales` (T_k ← c_k·T_k with Π c_k = 1, e.g. CP per
+    component): ‖W‖_F and the model's function are unchanged up to rounding, and Σ_k ‖T_k‖² is
+    the smallest at this W, so no factor can drift towards 0 while another grows. Call it after
+    every ``optimizer.step()``; deterministic (same input, same result), so DDP ranks stay equal.
+
+    The ``optimizer``'s state is transformed with its parameter: SGD's ``momentum_buffer`` b is
+    the pending step (p ← p − η·b), so it is scaled like p (b ← c·b), which keeps the momentum
+    part of the next step moving W exactly as before to first order; Adam's moments are gradient
+    statistics (the gradient scales by 1/c), so ``exp_avg`` ← exp_avg/c, ``exp_avg_sq`` ← /c².
+    """
+    for module in _outermost_factorized(model):
+        for param, scale in module.balancing_scales():
+            param.mul_(scale)
+            state = optimizer.state.get(param, {}) if optimizer is not None else {}
+            for key, power in _STATE_POWERS.items():
+                if isinstance(state.get(key), Tensor):
+                    state[key].mul_(scale**power)
 
 
 def _outermost_factorized(model: nn.Module) -> list[Factorized]:

@@ -1,6 +1,6 @@
 """Model surgery: factorize single layers or whole models to a budget, and collapse them back.
 
-Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv2d`` (``"conv"``) and ``nn.MultiheadAttention``
+Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv1d``/``Conv2d``/``Conv3d`` (``"conv"``) and ``nn.MultiheadAttention``
 (``"attention"``, replaced by :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`).
 """
 
@@ -19,15 +19,16 @@ from tqdm.auto import tqdm
 
 from ._budget import allocate
 from ._validation import check_choice
+from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .layers.base import FactorizedLayer, Rank, RankScale, get_family
-from .layers.spec import DenseSpec
+from .layers.spec import CONV_TYPES, DenseSpec
 
 log = logging.getLogger("tdecomp")
 
 SkipRule = str | Collection[str] | Callable[[str, nn.Module], bool]
 BUDGET_TOLERANCE = 0.02
-TARGETS = {"linear": nn.Linear, "conv": nn.Conv2d, "attention": nn.MultiheadAttention}
+TARGETS = {"linear": (nn.Linear,), "conv": CONV_TYPES, "attention": (nn.MultiheadAttention,)}
 DEFAULT_TARGETS = ("linear", "conv")
 # what a float ``rank`` is a ratio of: the factorized layers' dense parameters, or the whole model's
 # (microsoft/fnl_paper make.py:22-37 bisects the whole model's parameter count)
@@ -38,7 +39,7 @@ Replaceable = FactorizedLayer | FactorizedMultiheadAttention
 def factorize(
     module: nn.Module, family: str, rank: Rank, init: str = "spectral", **options: Any
 ) -> Replaceable:
-    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv2d``/``nn.MultiheadAttention``.
+    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv{1,2,3}d``/``nn.MultiheadAttention``.
 
     Args:
         module: the dense layer (any kernel size, stride, padding incl. ``'same'``, dilation,
@@ -56,13 +57,21 @@ def factorize(
             (e.g. Tucker's ``fixed_spatial``); attention takes none.
     """
     if isinstance(module, nn.MultiheadAttention):
+        _check_attention_options(options)
         return FactorizedMultiheadAttention.from_dense(module, rank, family=family, init=init)
     return get_family(family).from_dense(module, rank, init=init, **options)
 
 
+def _check_attention_options(options: dict[str, Any]) -> None:
+    """Factorized attention has no options; reject them rather than drop them."""
+    if options:
+        raise TypeError(f"factorized attention takes no options, got {', '.join(sorted(options))}; "
+                        "factorize attention in its own call (targets=('attention',)) without them")
+
+
 def _default_skip(model: nn.Module) -> set[str]:
     """The paper's convention: the first conv and the final classifier (last Linear) stay dense."""
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = [n for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return set(convs[:1] + linears[-1:])
 
@@ -73,7 +82,7 @@ def eligible_layers(
     """``(name, module)`` of the layers :func:`factorize_model` would replace.
 
     ``targets`` picks the module types: ``"linear"`` (``nn.Linear``, e.g. feed-forward blocks),
-    ``"conv"`` (``nn.Conv2d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole).
+    ``"conv"`` (``nn.Conv1d``/``Conv2d``/``Conv3d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole).
     Excluded: layers matched by ``skip`` (``"default"``: first conv and last Linear; a collection
     of qualified module names; or a predicate ``(name, module) -> bool``, which then also sees
     attention modules), grouped convs, and Linear layers owned by ``nn.MultiheadAttention`` (it
@@ -81,7 +90,7 @@ def eligible_layers(
     """
     for t in targets:
         check_choice("targets", t, TARGETS)
-    kinds = tuple(TARGETS[t] for t in targets)
+    kinds = tuple(kind for t in targets for kind in TARGETS[t])
     if isinstance(skip, str):
         if skip != "default":
             raise ValueError(f"skip={skip!r} is not valid; expected 'default', a collection of "
@@ -104,7 +113,7 @@ def eligible_layers(
     for name, module in model.named_modules():
         if not isinstance(module, kinds) or name in inside_attention:
             continue
-        if isinstance(module, nn.Conv2d) and module.groups != 1:
+        if isinstance(module, CONV_TYPES) and module.groups != 1:
             log.info("tdecomp: leaving %s dense (groups=%d)", name, module.groups)
             continue
         if not skip(name, module):
@@ -118,15 +127,19 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _budget_terms(
-    module: nn.Module, family: str, options: dict[str, Any]
+    module: nn.Module, family: str, allocation: str, options: dict[str, Any]
 ) -> tuple[Callable[[float], tuple[int, ...]], Callable[[tuple[int, ...]], int], int]:
-    """For one layer: ranks at a rank scale, parameters (incl. biases) at given ranks, dense parameters."""
+    """For one layer: ranks at the ``allocation`` rule's common threshold, parameters (incl. biases)
+    at given ranks, dense parameters."""
     if isinstance(module, nn.MultiheadAttention):
+        if allocation != DEFAULT_ALLOCATION:
+            raise ValueError(f"allocation={allocation!r} does not apply to attention layers; use "
+                             f"allocation={DEFAULT_ALLOCATION!r} or targets without 'attention'")
         att = AttentionSpec.from_module(module)
         return (partial(ATTENTION_FAMILIES.get(family).ranks_at_scale, att),
                 partial(FactorizedMultiheadAttention.total_params, att, family), att.num_params)
     cls, spec = get_family(family), DenseSpec.from_module(module)
-    return (partial(cls._ranks_at_scale, spec, **options),
+    return (get_allocation(allocation)(cls, spec, module.weight.detach(), options),
             lambda r: cls.count_params(spec, r, **options) + spec.num_params - spec.weight_numel, spec.num_params)
 
 
@@ -138,15 +151,20 @@ def factorize_model(
     skip: SkipRule = "default",
     progress: bool = True,
     targets: Collection[str] = DEFAULT_TARGETS,
+    allocation: str = DEFAULT_ALLOCATION,
     budget: str = "layers",
     **options: Any,
 ) -> nn.Module:
     """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
 
-    With a float ``rank`` (a parameter ratio), one rank scale common to all layers is bisected
+    With a float ``rank`` (a parameter ratio), one threshold common to all layers is bisected
     so that the factorized layers hold ``rank`` × their dense parameter count (weights and
     biases) within ±2% (single layers then move one rank step to close the gap), as the paper's
-    ``make.py`` does; the achieved ratio is logged, a miss
+    ``make.py`` does. ``allocation`` names the rule that turns the threshold into each layer's
+    ranks (:mod:`tdecomp.allocation`): ``"uniform"`` (one rank scale, the paper's), ``"energy"``
+    (every layer keeps the same fraction of its weight's spectral energy) or ``"stable-rank"``
+    (ranks ∝ the weight's stable rank); the last two read the weights, so they suit compressing a
+    trained model. The achieved ratio is logged, a miss
     (e.g. a ratio below what rank 1 needs) warned about, and :func:`summarize` reports it any
     time. An int/tuple ``rank`` is applied to every layer. ``targets`` chooses what to replace
     (see :func:`eligible_layers`): the default keeps attention dense; ``("attention",)``
@@ -157,24 +175,28 @@ def factorize_model(
     rank is applied to every layer as is. See :func:`factorize` for the rest.
     """
     check_choice("budget", budget, BUDGETS)
-    get_family(family)
+    get_family(family).check_options(options)
+    get_allocation(allocation)
     layers = eligible_layers(model, skip, targets)
     if not layers:
         raise ValueError(f"model has no eligible layer to factorize (targets={tuple(targets)!r}, "
                          f"skip={skip!r})")
     if any(isinstance(m, nn.MultiheadAttention) for _, m in layers):
         ATTENTION_FAMILIES.get(family)  # fail before any layer is replaced
+        _check_attention_options(options)
     ranks: list[Rank]
     model_params = _num_params(model)
     is_ratio = isinstance(rank, float) and not isinstance(rank, RankScale)
     if is_ratio:
-        if not math.isfinite(rank) or rank <= 0:
-            raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
-        terms = [_budget_terms(m, family, options) for _, m in layers]
+        get_family(family).check_ratio(rank)
+        terms = [_budget_terms(m, family, allocation, options) for _, m in layers]
         layer_dense = sum(dense for _, _, dense in terms)
         target = rank * layer_dense if budget == "layers" else rank * model_params - (model_params - layer_dense)
         ranks = allocate([ranks_at for ranks_at, _, _ in terms], lambda i, r: terms[i][1](r), target)
     else:
+        if allocation != DEFAULT_ALLOCATION:
+            raise ValueError(f"allocation={allocation!r} shares a parameter budget: pass rank as a float "
+                             f"ratio (e.g. 0.25), not {rank!r}")
         ranks = [rank] * len(layers)
     for (name, module), layer_rank in tqdm(
         list(zip(layers, ranks)), desc=f"factorize ({family})", disable=not progress, leave=False

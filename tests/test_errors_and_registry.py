@@ -16,7 +16,7 @@ from tdecomp.layers import base
 
 @pytest.mark.parametrize("family", ["svd", "Tucker", "", "tr"])
 def test_unknown_family(family):
-    with pytest.raises(ValueError, match=r"family=.*expected one of: 'cp', 'lowrank', 'tt', 'tucker'"):
+    with pytest.raises(ValueError, match=r"family=.*expected one of: 'cp', 'lowrank', ('tensor_ring', )?'tt', 'tuck"):
         tdecomp.factorize(nn.Linear(4, 4), family, 2)
 
 
@@ -41,9 +41,9 @@ def test_bad_rank_entries_and_types(rank):
         tdecomp.factorize(nn.Conv2d(4, 4, 3), "tucker", rank)
 
 
-@pytest.mark.parametrize("module", [nn.Conv1d(3, 3, 3), nn.LSTM(3, 3), nn.Conv3d(2, 2, 3)])
+@pytest.mark.parametrize("module", [nn.ConvTranspose2d(3, 3, 3), nn.LSTM(3, 3), nn.Embedding(2, 3)])
 def test_unsupported_module(module):
-    with pytest.raises(TypeError, match=r"module must be nn.Linear or nn.Conv2d, got"):
+    with pytest.raises(TypeError, match=r"module must be nn.Linear or nn.Conv1d/Conv2d/Conv3d, got"):
         tdecomp.factorize(module, "lowrank", 2)
 
 
@@ -64,12 +64,23 @@ def test_model_without_eligible_layers():
         tdecomp.factorize_model(nn.Sequential(nn.ReLU()), "cp", 0.5)
 
 
-def test_importing_tdecomp_leaves_the_tensorly_backend_alone():
-    code = ("import tensorly as tl; tl.set_backend('numpy'); import tdecomp; "
+def test_tdecomp_calls_leave_the_users_tensorly_backend_alone():
+    code = ("import tdecomp, tensorly as tl; tl.set_backend('numpy'); "
             "tdecomp.factorize(__import__('torch').nn.Conv2d(4, 4, 3), 'tucker', 2); "
             "print(tl.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "numpy"
+
+
+@pytest.mark.parametrize("imports", ["import tdecomp, tltorch", "import tltorch, tdecomp"])
+def test_tltorch_layers_work_next_to_tdecomp_in_either_import_order(imports):
+    code = (f"import tensorly; {imports}; import torch; conv = torch.nn.Conv2d(4, 6, 3); "
+            "x = torch.randn(2, 4, 8, 8); "
+            "theirs = tltorch.FactorizedConv.from_conv(conv, rank=0.5, factorization='cp')(x); "
+            "ours = tdecomp.factorize(conv, 'tucker', 0.5)(x); print(tuple(theirs.shape), tuple(ours.shape))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "(2, 6, 6, 6) (2, 6, 6, 6)"
 
 
 class _DenseFamily(tdecomp.FactorizedLayer):
@@ -114,7 +125,7 @@ class _DenseFamily(tdecomp.FactorizedLayer):
     def _forward_factorized(self, x, pad):
         if not self.spec.is_conv:
             return self._mix(x, self.W)
-        return self._conv(x, self.W, "hw", pad)
+        return self._conv(x, self.W.reshape(self.spec.tensor_shape), range(len(self.spec.factor_axes)), pad)
 
     def init_spectral(self, weight):
         with torch.no_grad():

@@ -32,4 +32,30 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = 'python -m pip install -q -e ".[test]" && python -m pytest'
     assert f"```bash\n{command}\n```" in readme
-    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m venv" in ci  # a fresh environment, as a new user has
+    for step in command.split(" && "):  # .ci/run times the two steps separately
+        assert any(line.strip().startswith(step) for line in ci.splitlines()), step
+
+
+def test_pyproject_lists_every_package_and_maps_analysis_and_experiments_into_tdecomp():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools["package-dir"]
+    assert mapped == {"tdecomp.analysis": "analysis", "tdecomp.experiments": "experiments"}
+    found = set()
+    for root, prefix in [(ROOT / "tdecomp", "tdecomp"), *((ROOT / d, name) for name, d in mapped.items())]:
+        for init in root.rglob("__init__.py"):
+            found.add(".".join([prefix, *init.parent.relative_to(root).parts]))
+    assert set(setuptools["packages"]) == found
+    assert not {"analysis", "experiments"} & {p.split(".")[0] for p in setuptools["packages"]}
+
+
+def test_analysis_and_experiments_come_from_the_checkout_tdecomp_came_from():
+    import tdecomp
+    import tdecomp.analysis
+    import tdecomp.experiments
+
+    package = Path(tdecomp.__file__).parent
+    for name, module in (("analysis", tdecomp.analysis), ("experiments", tdecomp.experiments)):
+        found = Path(module.__file__).parent
+        assert found in (package / name, package.parent / name), f"tdecomp.{name} from {found}, tdecomp from {package}"

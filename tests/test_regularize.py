@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 import tdecomp
-from tests.conftest import FAMILIES
-from tests.models_for_tests import TinyResNet
+from tests.helpers import FAMILIES, TinyResNet
 
 
 @pytest.mark.parametrize("family", FAMILIES)

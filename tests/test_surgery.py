@@ -9,9 +9,7 @@ import torch
 from torch import nn
 
 import tdecomp
-from tdecomp.testing import assert_rel_close
-from tests.conftest import FAMILIES
-from tests.models_for_tests import TinyResNet, TinyTransformerMLP
+from tests.helpers import BUILTIN_FAMILIES, FAMILIES, TinyCNN1d, TinyResNet, TinyTransformerMLP, assert_rel_close
 
 
 def _dense_params(model: nn.Module, names: list[str]) -> int:
@@ -19,7 +17,7 @@ def _dense_params(model: nn.Module, names: list[str]) -> int:
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", BUILTIN_FAMILIES)  # the ring's one rank per layer is too coarse for ±2%
 @pytest.mark.parametrize("make", [TinyResNet, TinyTransformerMLP], ids=["resnet", "mlp"])
 def test_factorize_model_hits_the_budget(make, family, ratio):
     model = make()
@@ -72,6 +70,23 @@ def test_collapse_model_gives_an_identical_dense_model(family):
     tdecomp.collapse_model(model)
     assert not any(isinstance(m, tdecomp.FactorizedLayer) for m in model.modules())
     assert_rel_close(model(x), before, 1e-10, "collapsed model")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_1d_cnn_factorizes_and_collapses_like_a_2d_one(family):
+    model = TinyCNN1d().double().eval()
+    assert [n for n, _ in tdecomp.eligible_layers(model)] == ["features.2", "features.5", "features.7"]
+    assert [n for n, _ in tdecomp.eligible_layers(model, targets=("linear",))] == []
+    tdecomp.factorize_model(model, family, 0.3, progress=False)
+    assert type(model.features[0]) is nn.Conv1d and type(model.fc) is nn.Linear
+    x = torch.randn(3, 1, 20, dtype=torch.float64)
+    before = model(x)
+    layer = model.features[5]
+    assert_rel_close(layer.frobenius_sq(), layer.reconstruct().square().sum(), 1e-10, "‖W‖²")
+    tdecomp.collapse_model(model)
+    assert [type(model.features[i]) for i in (2, 5, 7)] == [nn.Conv1d] * 3
+    assert model.features[5].padding_mode == "circular"
+    assert_rel_close(model(x), before, 1e-10, "collapsed 1-D model")
 
 
 def test_spectral_model_at_full_budget_keeps_the_function():

@@ -9,13 +9,14 @@ import statistics
 from pathlib import Path
 
 import pytest
+import scipy.stats
 import yaml
 
-from experiments.launchers import run_local, slurm_parameters, submit_slurm, torchrun_command
-from experiments.sweep import METHODS, expand, job_status, load_sweep, parse_items, table_keys
 from tdecomp import models
 from tdecomp.cli import main
 from tdecomp.config import load_config
+from tdecomp.experiments.launchers import run_local, slurm_parameters, submit_slurm, torchrun_command
+from tdecomp.experiments.sweep import METHODS, expand, job_status, load_sweep, parse_items, table_keys
 from tdecomp.results import method_label
 from tdecomp.train import Callback, train
 
@@ -223,19 +224,23 @@ def test_compare_on_fake_runs(tmp_path, capsys):
                  "rank"]) == 0
     table = capsys.readouterr().out
 
-    def cell(values):
-        return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+    def cells(values):  # mean | std | 95% CI | n, the interval from scipy's Student t
+        values = [100 * v for v in values]
+        mean, std, n = statistics.fmean(values), statistics.stdev(values), len(values)
+        low, high = scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=std / n**0.5)
+        return f"{mean:.2f} | {std:.2f} | [{low:.2f}, {high:.2f}] | {n}", f"{mean:.2f} ± {high - mean:.2f} ({n})"
 
-    assert f"| dense | dense | — | {cell([0.97, 0.99])} | 1,000 | 1.000 | 10.5 | 2 |" in table
-    assert f"| tt | SI+FD | 0.1 | {cell(accs['SI+FD'])} | 100 | 0.100 | 4.0 | 2 |" in table
-    assert f"| tt | random+WD | 0.1 | {cell(accs['random+WD'])} | 100 | 0.100 | 4.0 | 3 |" in table
+    assert f"| dense | dense | — | {cells([0.97, 0.99])[0]} | 1,000 | 1.000 | 10.5 |" in table
+    assert f"| tt | SI+FD | 0.1 | {cells(accs['SI+FD'])[0]} | 100 | 0.100 | 4.0 |" in table
+    assert f"| tt | random+WD | 0.1 | {cells(accs['random+WD'])[0]} | 100 | 0.100 | 4.0 |" in table
     rows = list(csv.DictReader(open(tmp_path / "out" / "comparison.csv")))
     assert len(rows) == 3 and {r["method"] for r in rows} == {"dense", "SI+FD", "random+WD"}
     latex = (tmp_path / "out" / "comparison.tex").read_text()
-    assert "random+WD & 0.1 & 83.00 $\\pm$ 3.00" in latex and "\\bottomrule" in latex
+    assert "random+WD & 0.1 & 83.00 & 3.00 & [" in latex and "\\bottomrule" in latex
     pivot = (tmp_path / "out" / "comparison_pivot.md").read_text().splitlines()
     assert pivot[0] == "| family | method | rank=0.1 |"
-    assert f"| dense | dense | {cell([0.97, 0.99])} |" in pivot and f"| tt | SI+FD | {cell(accs['SI+FD'])} |" in pivot
+    assert f"| dense | dense | {cells([0.97, 0.99])[1]} |" in pivot
+    assert f"| tt | SI+FD | {cells(accs['SI+FD'])[1]} |" in pivot
 
 
 def test_compare_tabulates_another_metric_and_rejects_unknown_ones(tmp_path, capsys):
@@ -246,7 +251,7 @@ def test_compare_tabulates_another_metric_and_rejects_unknown_ones(tmp_path, cap
         summary.write_text(json.dumps({**json.loads(summary.read_text()), "test_bleu": bleu}))
     assert main(["compare", str(runs), "--by", "family,method", "--metric", "bleu"]) == 0
     table = capsys.readouterr().out
-    assert "| family | method | test BLEU |" in table and "| lowrank | SI+FD | 32.00 ± 2.83 |" in table
+    assert "| family | method | test BLEU | std |" in table and "| lowrank | SI+FD | 32.00 | 2.83 |" in table
     assert main(["compare", str(runs), "--metric", "f1"]) == 2
     assert "metric" in capsys.readouterr().err
     assert main(["compare", str(runs), "--metric", "ppl"]) == 2  # no test_ppl in these summaries

@@ -15,8 +15,8 @@ from tdecomp.data.text import BOS, EOS, IGNORE, MASK, PAD, Clause, MaskedLMDatas
 from tdecomp.data.translation import collate_pairs, greedy_decode, invented_lexicon, render_target, toy_pairs
 from tdecomp.layers.attention import FactorizedMultiheadAttention
 from tdecomp.models import create as create_model
-from tdecomp.testing import assert_rel_close
 from tdecomp.train import train
+from tests.helpers import assert_rel_close
 
 TINY = {"d_model": 16, "heads": 2, "ffn_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "dropout": 0.0}
 

@@ -167,7 +167,7 @@ def plot_layers(rows: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.compare import PALETTE
+    from tdecomp.analysis.style import PALETTE
 
     ratios = sorted({r["ratio"] for r in rows})
     settings = list(dict.fromkeys((r["shape"], r["batch"]) for r in rows))

@@ -12,7 +12,7 @@ import argparse
 
 HELP = "train dense and every family (SI+FD vs random+WD) on digits and compare them (CPU, minutes)"
 
-METHODS = {"SI+FD": {"init": "spectral", "reg": "fd"}, "random+WD": {"init": "random", "reg": "wd"}}
+DEMO_METHODS = ("SI+FD", "random+WD")  # the paper's proposal against the common default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the config's)")
     parser.add_argument("--rank", type=float, default=None, help="parameter ratio (default: the config's)")
     parser.add_argument("--config", default=None, help="base YAML (default: experiments/configs/digits.yaml)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: 1, fast on a shared CPU; 0: torch's default, one per core)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from analysis.compare import plot_accuracy_vs_params
+    from tdecomp.analysis.compare import plot_accuracy_vs_params
+    from tdecomp.experiments.launchers import cap_threads
+    from tdecomp.experiments.sweep import METHODS
 
     from ..config import load_config
     from ..layers import available_families
@@ -39,19 +43,20 @@ def run(args: argparse.Namespace) -> int:
     from ..train.runs import is_complete
     from .paths import default_config
 
+    cap_threads(args.threads)
     logging.getLogger("tdecomp").setLevel(logging.WARNING)  # one progress bar over runs, no per-epoch lines
     out = Path(args.out)
     base = args.config or default_config("digits")
     overrides: dict = {"progress": False}
-    if args.epochs:
+    if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    if args.rank:
+    if args.rank is not None:
         overrides["rank"] = args.rank
     jobs = [("dense", "dense", {"family": "dense"})]
     jobs += [
         (family, method, {"family": family, **m})
         for family in available_families()
-        for method, m in METHODS.items()
+        for method, m in ((name, METHODS[name]) for name in DEMO_METHODS)
     ]
     configs = [
         load_config(

@@ -6,9 +6,15 @@ from importlib import resources
 from pathlib import Path
 
 
+def packaged_configs() -> tuple[str, ...]:
+    """Names of the packaged configs (``experiments/configs/*.yaml``), sorted."""
+    folder = Path(str(resources.files("experiments") / "configs"))
+    return tuple(sorted(p.stem for p in folder.glob("*.yaml")))
+
+
 def default_config(name: str) -> Path:
-    """``experiments/configs/<name>.yaml`` of the installed package."""
-    path = Path(str(resources.files("experiments") / "configs" / f"{name}.yaml"))
+    """``experiments/configs/<name>.yaml``, installed as ``tdecomp/experiments/configs``."""
+    path = Path(str(resources.files("tdecomp.experiments") / "configs" / f"{name}.yaml"))
     if not path.is_file():
         raise FileNotFoundError(f"no packaged config {name!r} at {path}")
     return path
@@ -23,4 +29,4 @@ def resolve_config(name_or_path: str) -> Path:
         return default_config(path.stem if path.suffix in (".yaml", ".yml") else name_or_path)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {name_or_path} does not exist (and no packaged config has "
-                                "that name)") from None
+                                f"that name; packaged: {', '.join(packaged_configs())})") from None

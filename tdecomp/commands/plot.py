@@ -15,12 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from analysis.plots import plot_runs
+    from tdecomp.analysis.plots import plot_runs
+
+    from ..run_files import DYNAMICS
 
     written = plot_runs(args.runs, args.out or args.runs[0])
     print("wrote " + ", ".join(str(p) for p in written))
-    untracked = [r for r in args.runs if not (Path(r) / "dynamics.jsonl").exists()]
+    untracked = [r for r in args.runs if not (Path(r) / DYNAMICS).exists()]
     if untracked:
-        print(f"no dynamics.jsonl in {', '.join(untracked)}: train with track_every=N (e.g. 50) for the "
+        print(f"no {DYNAMICS} in {', '.join(untracked)}: train with track_every=N (e.g. 50) for the "
               "norm and effective-step figures")
     return 0

@@ -1,7 +1,7 @@
 """``tdecomp sweep CONFIG [key=v1,v2 …]``: expand a grid, run what is missing, tabulate the results.
 
-See :mod:`experiments.sweep` for the grid (YAML ``sweep:`` section + ``key=v1,v2`` axes, the
-``method`` pseudo-axis, folder names) and :mod:`experiments.launchers` for where jobs run.
+See :mod:`tdecomp.experiments.sweep` for the grid (YAML ``sweep:`` section + ``key=v1,v2`` axes, the
+``method`` pseudo-axis, folder names) and :mod:`tdecomp.experiments.launchers` for where jobs run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and their status, run nothing")
     parser.add_argument("--launcher", default="local", help="local (default), slurm or torchrun")
     parser.add_argument("--workers", type=int, default=1, help="local: parallel worker processes (default: 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="local: torch threads per worker (default: 1; 0: torch's default, one per core)")
     parser.add_argument("--nproc", type=int, default=1, help="torchrun: processes (GPUs) per job (default: 1)")
     slurm = parser.add_argument_group("slurm (via submitit)")
     slurm.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
@@ -40,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     from collections import Counter
 
-    from analysis.compare import plot_accuracy_vs_params
-    from experiments.launchers import (
+    from tdecomp.analysis.compare import plot_accuracy_vs_params
+    from tdecomp.experiments.launchers import (
         LAUNCHERS,
         run_local,
         run_torchrun,
@@ -49,15 +51,19 @@ def run(args: argparse.Namespace) -> int:
         submit_slurm,
         torchrun_command,
     )
-    from experiments.sweep import expand, job_status, load_sweep, table_keys
+    from tdecomp.experiments.sweep import expand, job_status, load_sweep, table_keys
 
     from .._validation import check_choice
     from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables
-    from .paths import resolve_config
+    from ..run_files import SUMMARY
+    from .paths import packaged_configs, resolve_config
 
     check_choice("launcher", args.launcher, LAUNCHERS)
     items = list(args.items)
-    config = resolve_config(items.pop(0)) if items and "=" not in items[0] else None
+    if not items or "=" in items[0]:
+        raise ValueError("a sweep needs a config first: tdecomp sweep CONFIG [key=v1,v2 …]; packaged configs: "
+                         + ", ".join(packaged_configs()))
+    config = resolve_config(items.pop(0))
     sweep = load_sweep(config, items, args.root)
     jobs = expand(sweep)
     status = {job.name: job_status(job) for job in jobs}
@@ -79,12 +85,15 @@ def run(args: argparse.Namespace) -> int:
                                                      else "") + f"; logs in {sweep.root / '_submitit'}")
         return 0
     logging.getLogger("tdecomp").setLevel(logging.WARNING)  # one progress bar over runs, no per-epoch lines
-    outcome = run_torchrun(todo, args.nproc) if args.launcher == "torchrun" else run_local(todo, args.workers)
+    if args.launcher == "torchrun":
+        outcome = run_torchrun(todo, args.nproc)
+    else:
+        outcome = run_local(todo, args.workers, args.threads)
     failed = {name: why for name, why in outcome.items() if why.startswith("failed")}
     for name, why in failed.items():
         print(f"  {name}: {why}")
     keys = table_keys(jobs)
-    rows = aggregate(load_runs([job.out for job in jobs if (job.out / "summary.json").exists()] or [sweep.root]),
+    rows = aggregate(load_runs([job.out for job in jobs if (job.out / SUMMARY).exists()] or [sweep.root]),
                      keys=keys, metric=args.metric)
     paths = write_tables(rows, keys, sweep.root)
     paths["figure"] = plot_accuracy_vs_params(rows, sweep.root / "accuracy_vs_params", title=sweep.root.name)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "train one model: tdecomp train [CONFIG.yaml] model=resnet20 data=digits family=tucker rank=0.25 …"
+RESUME_ARGUMENT = "resume=true"  # appended to the command that continues an interrupted run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +16,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an optional YAML config (a path, or a packaged config's name such as digits) followed by "
         "key=value overrides; dotted keys reach nested values (model_kwargs.width=2)",
     )
+    parser.epilog = config_help
+
+
+def config_help() -> str:
+    """The ``--help`` epilog: every config key with its default and choices, and the packaged configs."""
+    import dataclasses
+
+    import yaml
+
+    from ..config import CHOICES, TrainConfig, registry_choices
+    from ..surgery import TARGETS
+    from .paths import packaged_configs
+
+    choices = {**registry_choices(), **CHOICES, "targets": tuple(TARGETS)}
+    defaults = TrainConfig().to_dict()
+    lines = ["config keys (key=default, then the choices):"]
+    for f in dataclasses.fields(TrainConfig):
+        default = yaml.safe_dump(defaults[f.name], default_flow_style=True, width=1000).strip()
+        default = default.removesuffix("\n...").removesuffix(" ...").strip()
+        listed = f"  {{{', '.join(choices[f.name])}}}" if f.name in choices else ""
+        lines.append(f"  {f.name}={default}{listed}")
+    lines += ["", "packaged configs (tdecomp train NAME …): " + ", ".join(packaged_configs())]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,27 +4,9 @@ Every factory accepts those keywords (ignoring what it does not need) plus its o
 which configs pass as ``data_kwargs``.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-from .._registry import Registry
-from .bundle import DataBundle
-
-DATASETS: Registry = Registry("data")
-register_dataset = DATASETS.register
-
-
-def create(name: str, **kwargs: Any) -> DataBundle:
-    """Build dataset ``name``; ``ValueError`` listing the registered names if unknown."""
-    return DATASETS.get(name)(**kwargs)
-
-
-def available_datasets() -> tuple[str, ...]:
-    return DATASETS.names()
-
-
 # Importing the dataset files registers their names.
-from . import cifar, digits, text, tiny_imagenet, translation  # noqa: E402,F401
+from . import cifar, digits, mnist1d, text, tiny_imagenet, translation  # noqa: F401
+from .bundle import DataBundle
+from .registry import DATASETS, available_datasets, create, register_dataset
 
 __all__ = ["DATASETS", "DataBundle", "available_datasets", "create", "register_dataset"]

@@ -8,12 +8,12 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ..train.tasks import Task
+from ..tasks import Task
 
 
 @dataclass
 class DataBundle:
-    """``train``/``test`` datasets, the :class:`~tdecomp.train.tasks.Task` they define, the keyword
+    """``train``/``test`` datasets, the :class:`~tdecomp.tasks.Task` they define, the keyword
     arguments the model factory needs (e.g. ``num_classes``, ``in_channels``; vocabulary sizes for
     text), and an optional ``collate_fn`` for the DataLoader."""
 

@@ -6,9 +6,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..train.tasks import ClassificationTask
-from . import register_dataset
+from ..tasks import ClassificationTask
 from .bundle import DataBundle
+from .registry import register_dataset
 from .subset import take_subset
 
 # per-channel statistics of the training sets
@@ -54,7 +54,14 @@ def cifar(
     mean, std = STATS[num_classes]
     normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     train_tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
-    train = cls(root, train=True, download=download, transform=transforms.Compose(train_tf + normalize))
+    try:
+        train = cls(root, train=True, download=download, transform=transforms.Compose(train_tf + normalize))
+    except OSError as err:  # urllib's URLError when offline
+        raise FileNotFoundError(
+            f"CIFAR-{num_classes} could not be downloaded from {cls.url} ({getattr(err, 'reason', err)}); "
+            f"fetch that file on a connected machine, extract {cls.filename} into {root} (giving {folder}), "
+            "then rerun with download=false, or set data_dir=PATH to a folder that holds it"
+        ) from None
     test = cls(root, train=False, download=False, transform=transforms.Compose(normalize))
     return DataBundle(
         train=take_subset(train, subset),

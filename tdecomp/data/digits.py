@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from ..train.tasks import ClassificationTask
-from . import register_dataset
+from ..tasks import ClassificationTask
 from .bundle import DataBundle
+from .registry import register_dataset
 from .subset import take_subset
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ..train.tasks import ClassificationTask
-from . import register_dataset
+from ..tasks import ClassificationTask
 from .bundle import DataBundle
+from .registry import register_dataset
 from .subset import take_subset
 
 MEAN, STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..train.tasks import Task
-from . import register_dataset
+from ..tasks import Task
 from .bundle import DataBundle
+from .registry import register_dataset
 from .subset import take_subset
 from .text import (
     ADJECTIVES,

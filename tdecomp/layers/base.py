@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 
@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from .._budget import allocate
 from .._registry import Registry
 from .._validation import check_choice
-from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std
-from .spec import Axis, DenseSpec
+from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
+from .spec import DenseSpec
 
 
 class RankScale(float):
@@ -73,15 +73,15 @@ def get_family(name: str) -> type[FactorizedLayer]:
 
 
 def matricize(weight: Tensor, spec: DenseSpec) -> Tensor:
-    """The (c_out·k_h) × (c_in·k_w) matrix W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w] of a dense weight.
+    """The matrix W₍ₘₐₜ₎ = :meth:`DenseSpec.unfold` of a dense weight of shape ``spec.weight_shape``.
 
-    ``weight`` has shape ``spec.weight_shape``; a Linear weight (c_out, c_in) is returned as is.
-    This is the matricization the low-rank family factorizes, and the one whose singular values
+    (c_out·k_h) × (c_in·k_w) for a 2-D kernel, W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w]; c_out × (c_in·k)
+    for a 1-D one (and a (1, k) 2-D one: size-1 axes are dropped first); (c_out·k_d) × (c_in·k_h·k_w)
+    for 3-D; a Linear or 1×1 weight is the c_out × c_in matrix. This is the matricization the
+    low-rank family factorizes, and the one whose singular values
     :meth:`FactorizedLayer.singular_values` reports for every family (so spectra are comparable).
     """
-    o, i = spec.out_channels, spec.in_channels
-    kh, kw = spec.kernel_size
-    return weight.reshape(o, i, kh, kw).permute(0, 2, 1, 3).reshape(o * kh, i * kw)
+    return spec.unfold(weight.reshape(spec.tensor_shape))
 
 
 class Cost(NamedTuple):
@@ -108,28 +108,52 @@ class Cost(NamedTuple):
         return self.total_macs(batch) + MEMORY_COST * memory + OP_COST * self.ops
 
 
-def conv_grid(spec: DenseSpec, height: int, width: int) -> tuple[int, int, int, int]:
-    """``(h_in, w_in, h_out, w_out)``: input and dense output spatial sizes; all 1 for a Linear.
+class Grid(NamedTuple):
+    """Spatial positions per sample that the stages of a forward see; all 1 for a Linear layer.
 
-    h_out = ⌊(h_in + pad_top + pad_bottom − d_h(k_h − 1) − 1) / s_h⌋ + 1, likewise for w. The
-    per-axis stages of the factorized forward see (h_in, w_out) or (h_out, w_in) grids; h_in, w_in
-    include the padding when :meth:`DenseSpec.pad_input` applies it up front.
+    ``inputs`` and ``outputs`` are the sizes along the factor modes (:attr:`DenseSpec.factor_axes`)
+    of the input (including padding :meth:`DenseSpec.pad_input` applies up front) and of the dense
+    output; ``base`` is the number of positions along the size-1 kernel axes (their output sizes:
+    their stride is applied up front).
+    """
+
+    inputs: tuple[int, ...] = ()
+    outputs: tuple[int, ...] = ()
+    base: int = 1
+
+    def positions(self, done: Collection[int] = ()) -> int:
+        """Positions once the factor modes ``done`` (indices) are convolved: base·Π_{j∈done} out_j·Π_{j∉done} in_j."""
+        sizes = (o if j in done else i for j, (i, o) in enumerate(zip(self.inputs, self.outputs)))
+        return self.base * math.prod(sizes)
+
+    @property
+    def out(self) -> int:
+        """Output positions: base·Π_j out_j."""
+        return self.base * math.prod(self.outputs)
+
+
+def conv_grid(spec: DenseSpec, spatial: Sequence[int]) -> Grid:
+    """The :class:`Grid` of a conv on an input of spatial size ``spatial``; ``Grid()`` for a Linear.
+
+    Along each axis, out = ⌊(in + pad_before + pad_after − d(k − 1) − 1) / s⌋ + 1 (the dense output).
     """
     if not spec.is_conv:
-        return (1, 1, 1, 1)
-    top, bottom, left, right = spec.pads
-    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
-    h_out = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    w_out = (width + left + right - dw * (kw - 1) - 1) // sw + 1
-    if spec.padding_mode != "zeros" or top != bottom or left != right:  # as DenseSpec.pad_input
-        height, width = height + top + bottom, width + left + right
-    return (height, width, h_out, w_out)
-
+        return Grid()
+    inputs, outputs, base = [], [], 1
+    up_front = spec.pads_up_front
+    for size, k, s, d, (before, after) in zip(spatial, spec.kernel_size, spec.stride, spec.dilation, spec.pads):
+        out = (size + before + after - d * (k - 1) - 1) // s + 1
+        if k == 1:
+            base *= out
+            continue
+        inputs.append(size + before + after if up_front else size)
+        outputs.append(out)
+    return Grid(tuple(inputs), tuple(outputs), base)
 
 
 @lru_cache(maxsize=4096)
 def _auto_choice(
-    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: tuple[int, int, int, int]
+    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: Grid
 ) -> str:
     """``"factorized"`` or ``"reconstructed"``, whichever :class:`Cost` is lower (ties: factorized).
 
@@ -158,14 +182,35 @@ class Factorized(nn.Module, ABC):
         """The parameters that are factors (everything except biases)."""
         return [p for name, p in self.named_parameters() if not name.endswith("bias")]
 
+    def balancing_scales(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """``(parameter, scale)`` pairs whose products ``parameter * scale`` leave the module's
+        function unchanged and balance its factor norms; :func:`tdecomp.rebalance` applies them.
+
+        Frobenius decay penalizes only the products, so it is blind to rescalings between factors
+        (T_j·c, T_k/c); with more than two factors discrete SGD drifts along them until one factor
+        is tiny, its gradient (∝ 1/‖T_k‖) huge and a step overshoots to NaN. Default: none.
+        """
+        return []
+
     @property
     def num_params(self) -> int:
         """Number of parameters the module holds (factors and bias)."""
         return sum(p.numel() for p in self.parameters())
 
 
+class _Reconstruct(nn.Module):
+    """Makes ``layer.reconstruct()`` a forward, so :func:`torch.func.functional_call` can swap factors."""
+
+    def __init__(self, layer: FactorizedLayer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self) -> Tensor:
+        return self.layer.reconstruct()
+
+
 class FactorizedLayer(Factorized):
-    """A dense ``nn.Linear``/``nn.Conv2d`` whose weight is a low-rank, CP, Tucker or TT product.
+    """A dense ``nn.Linear``/``nn.Conv{1,2,3}d`` whose weight is a low-rank, CP, Tucker or TT product.
 
     Args:
         spec: geometry of the dense layer it replaces (:class:`DenseSpec`).
@@ -174,13 +219,20 @@ class FactorizedLayer(Factorized):
             ``"reconstructed"`` builds W and runs the dense op (cheaper for tiny batches or
             ranks near full); ``"auto"`` (default) picks one per call by :meth:`choose_implementation`.
 
-    Shapes: a Linear layer maps ``(*, c_in) → (*, c_out)``; a conv ``(N, c_in, H, W) →
-    (N, c_out, H', W')`` exactly as the dense layer with weight :meth:`reconstruct` would.
+    Shapes: a Linear layer maps ``(*, c_in) → (*, c_out)``; an n-d conv ``(N, c_in, *spatial) →
+    (N, c_out, *spatial')`` exactly as the dense layer with weight :meth:`reconstruct` would.
+    The families decompose :attr:`DenseSpec.tensor_shape` (size-1 kernel axes dropped, so they
+    get no factor); :meth:`reconstruct` returns the dense module's ``spec.weight_shape``.
     Construction initializes the factors at once (random, dense default scale) so a layer never
     holds uninitialized memory; :meth:`from_dense` then applies the requested init.
     """
 
     family: ClassVar[str]
+    # keyword options of :meth:`from_dense` beyond ``init``/``implementation`` (e.g. Tucker's
+    # ``fixed_spatial``); anything else is rejected by :meth:`check_options`
+    accepted_options: ClassVar[tuple[str, ...]] = ()
+    # whether a parameter ratio above 1 has a meaning (low rank's overcomplete U M Vᵀ)
+    has_overcomplete_form: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -250,12 +302,30 @@ class FactorizedLayer(Factorized):
         """The full weight, shape ``spec.weight_shape``, differentiable w.r.t. the factors."""
 
     @abstractmethod
-    def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
-        """Apply the weight as a sequence of factor ops (no bias); ``x`` already padded as needed."""
+    def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
+        """Apply the weight as a sequence of factor ops (no bias); ``x`` and ``pad`` from
+        :meth:`DenseSpec.pad_input` (``pad`` is ``()`` for Linear); see :meth:`_conv`."""
 
     @abstractmethod
     def init_spectral(self, weight: Tensor) -> None:
         """Set the factors to the family's decomposition of ``weight`` (shape ``spec.weight_shape``)."""
+
+    def _balanced_norms(self) -> Tensor:
+        """The norms :meth:`balancing_scales` equalizes, (K, …) for the K :meth:`factors`: by default
+        their Frobenius norms (K,); a family with finer exact rescalings (CP's per-component) overrides it."""
+        return torch.stack([f.norm() for f in self.factors()])
+
+    def balancing_scales(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """Equal factor norms at a fixed W (:func:`tdecomp.init.equalizing_scales` of
+        :meth:`_balanced_norms`), for layers of more than two factors.
+
+        Two factors (U Vᵀ, the paper's setting, and CP/TT of a Linear layer) are left to plain FD:
+        measured stable (``docs/dynamics.md``), and FD there stays exactly the paper's.
+        """
+        factors = self.factors()
+        if len(factors) <= 2:
+            return []
+        return list(zip(factors, equalizing_scales(self._balanced_norms())))
 
     @abstractmethod
     def _random_init_terms(self) -> int:
@@ -264,7 +334,7 @@ class FactorizedLayer(Factorized):
     # ------------------------------------------------------------------ cost model (optional)
     # A family without these still works: ``"auto"`` then always runs ``"factorized"``.
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
         """:class:`Cost` of :meth:`_forward_factorized` on one sample of spatial ``grid`` (:func:`conv_grid`)."""
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
 
@@ -274,17 +344,18 @@ class FactorizedLayer(Factorized):
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
 
     # ------------------------------------------------------------------ dynamics (analysis/)
-    # Not abstract so that families written before them stay valid; the built-in families
-    # override all three with factor-only computations.
+    # Not abstract: the defaults below are exact for any family whose weight is multilinear in
+    # its factors (each factor enters once, linearly). The built-in families override all three
+    # with cheaper factor-only computations.
     def inner(self, other: Sequence[Tensor]) -> Tensor:
         """⟨W, W'⟩_F, where W' is the weight this layer would have with ``other`` as its factors.
 
         ``other`` matches :meth:`factors` entry by entry (same shapes, e.g. a detached snapshot
-        of this layer's factors at an earlier step). Families compute it from cross-Gram
-        matrices of the two factor sets, never reconstructing W or W'; ``inner(factors())``
-        equals :meth:`frobenius_sq`. Scalar tensor.
+        of this layer's factors at an earlier step); ``inner(factors())`` equals
+        :meth:`frobenius_sq`. Scalar tensor. Built-in families compute it from cross-Gram
+        matrices of the two factor sets; the default reconstructs both W and W'.
         """
-        raise NotImplementedError(f"family {self.family!r} does not implement inner()")
+        return (self.reconstruct() * self._reconstruct_with(other)).sum()
 
     def balancedness(self) -> Tensor:
         """How far the factors are from balanced: a norm of quantities gradient flow conserves.
@@ -293,17 +364,35 @@ class FactorizedLayer(Factorized):
         pairs and returns the square root (its docstring gives D). Gradient flow on any loss of
         W alone (including Frobenius decay) leaves every D unchanged; plain weight decay λ on the
         factors shrinks them as e^{−2λt}. Scalar tensor, 0 for balanced factors.
+
+        Default: D_k = ‖F_k‖²_F − ‖F_{k+1}‖²_F over consecutive :meth:`factors`. W multilinear
+        in the factors is invariant under F_k → cF_k, F_{k+1} → F_{k+1}/c, so gradient flow
+        conserves D_k (the trace of the Gram differences the built-in families report).
         """
-        raise NotImplementedError(f"family {self.family!r} does not implement balancedness()")
+        sq = torch.stack([f.square().sum() for f in self.factors()])
+        return (sq[:-1] - sq[1:]).norm()
 
     def singular_values(self) -> Tensor:
         """Singular values (descending) of W's matricization :func:`matricize`.
 
-        Default: reconstruct W and take ``svdvals`` of the (c_out·k_h) × (c_in·k_w) matrix,
-        O(numel(W)·min(c_out·k_h, c_in·k_w)); families with orthogonalizable factors override it
+        Default: reconstruct W and take ``svdvals`` of the m × n matrix (``spec.matrix_shape``),
+        O(mn·min(m, n)); families with orthogonalizable factors override it
         with QR of the factors and an SVD of a small core.
         """
         return torch.linalg.svdvals(matricize(self.reconstruct(), self.spec))
+
+    def _reconstruct_with(self, factors: Sequence[Tensor]) -> Tensor:
+        """:meth:`reconstruct` with the parameters that :meth:`factors` returns replaced by ``factors``."""
+        names = {id(p): name for name, p in self.named_parameters()}
+        mine = self.factors()
+        missing = [i for i, f in enumerate(mine) if id(f) not in names]
+        if missing or len(factors) != len(mine):
+            raise NotImplementedError(
+                f"family {self.family!r}: the default inner() needs factors() to return its parameters "
+                f"and {len(mine)} replacements; override inner() instead"
+            )
+        swap = {names[id(f)]: o for f, o in zip(mine, factors)}
+        return torch.func.functional_call(_Reconstruct(self), {f"layer.{n}": t for n, t in swap.items()}, ())
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -320,10 +409,11 @@ class FactorizedLayer(Factorized):
         if isinstance(rank, bool):
             raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
         if isinstance(rank, float):
-            if not math.isfinite(rank) or rank <= 0:
-                raise ValueError(f"rank must be a positive parameter ratio, got {rank!r}")
             if isinstance(rank, RankScale):
+                if not math.isfinite(rank) or rank <= 0:
+                    raise ValueError(f"rank scale must be a positive number, got {float(rank)!r}")
                 return cls._ranks_at_scale(spec, float(rank), **options)
+            cls.check_ratio(rank)
             (ranks,) = allocate(
                 [lambda s: cls._ranks_at_scale(spec, s, **options)],
                 lambda _, r: cls.count_params(spec, r, **options),
@@ -363,6 +453,27 @@ class FactorizedLayer(Factorized):
         return clamped
 
     @classmethod
+    def check_ratio(cls, ratio: float) -> None:
+        """``ValueError`` unless ``ratio`` is a parameter ratio this family can hold: finite, > 0,
+        and ≤ 1 unless the family has an overcomplete form (otherwise its layers would be larger
+        than the dense ones and be reported at the dense size)."""
+        if not math.isfinite(ratio) or ratio <= 0:
+            raise ValueError(f"rank must be a positive parameter ratio, got {ratio!r}")
+        if ratio > 1 and not cls.has_overcomplete_form:
+            overcomplete = [n for n in available_families() if get_family(n).has_overcomplete_form]
+            raise ValueError(f"rank={ratio} exceeds the dense layer's parameters, and family {cls.family!r} has no "
+                             f"overcomplete form; use a ratio ≤ 1 (ratios > 1: {', '.join(overcomplete)})")
+
+    @classmethod
+    def check_options(cls, options: Collection[str]) -> None:
+        """``TypeError`` naming any option this family does not accept (a typo would be ignored)."""
+        unknown = sorted(set(options) - {"implementation", *cls.accepted_options})
+        if unknown:
+            accepted = ", ".join(["implementation", *cls.accepted_options])
+            raise TypeError(f"family {cls.family!r} got unknown option(s) {', '.join(unknown)}; "
+                            f"it accepts: {accepted}")
+
+    @classmethod
     def from_dense(
         cls,
         module: nn.Module,
@@ -371,8 +482,9 @@ class FactorizedLayer(Factorized):
         implementation: str = "auto",
         **options: Any,
     ) -> FactorizedLayer:
-        """Factorize ``module`` (``nn.Linear`` or ``nn.Conv2d``); see :func:`tdecomp.factorize`."""
+        """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`."""
         check_choice("init", init, LAYER_INIT_METHODS)
+        cls.check_options(options)
         spec = DenseSpec.from_module(module)
         weight = module.weight.detach()
         layer = cls(
@@ -422,23 +534,21 @@ class FactorizedLayer(Factorized):
 
     # ------------------------------------------------------------------ cost model
     @classmethod
-    def _reconstructed_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
+    def _reconstructed_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
         """Build W once per call (``fixed_macs``; W is the ``fixed_memory``), then the dense op."""
-        _, _, h_out, w_out = grid
-        macs = h_out * w_out * spec.weight_numel
+        macs = grid.out * spec.weight_numel
         return Cost(macs, 0, cls._reconstruct_macs(spec, rank), spec.weight_numel, 2)
 
-    def _batch_and_grid(self, input_shape: Sequence[int]) -> tuple[int, tuple[int, int, int, int]]:
+    def _batch_and_grid(self, input_shape: Sequence[int]) -> tuple[int, Grid]:
         """Samples N (all leading dims; an unbatched conv input is one) and :func:`conv_grid`."""
-        if self.spec.is_conv:
-            return math.prod(input_shape[:-3]), conv_grid(self.spec, *input_shape[-2:])
-        return math.prod(input_shape[:-1]), conv_grid(self.spec, 1, 1)
+        n = self.spec.n_spatial
+        return math.prod(input_shape[: -1 - n]), conv_grid(self.spec, input_shape[len(input_shape) - n :])
 
     def macs(self, input_shape: Sequence[int], implementation: str | None = None) -> int:
         """Multiply-accumulates of one forward on an input of ``input_shape`` (:meth:`Cost.total_macs`).
 
         ``implementation`` defaults to the one :meth:`forward` runs. The dense layer's count is
-        N·h_out·w_out·numel(W); the ratio of the two is the benchmarks' FLOP ratio.
+        N·P_out·numel(W) (P_out output positions per sample); the ratio of the two is the benchmarks' FLOP ratio.
         """
         impl = self.choose_implementation(input_shape) if implementation is None else implementation
         check_choice("implementation", impl, IMPLEMENTATIONS[:2])
@@ -454,11 +564,12 @@ class FactorizedLayer(Factorized):
 
             factorized:    N·(Σ_stages MACs + κ_m·Σ_stages stored activations) + per-call kernel
                            building (e.g. Tucker's G ×₃ U_h ×₄ U_w) + κ_op·#ops
-            reconstructed: N·h_out·w_out·numel(W) + MACs(reconstruct) + κ_m·numel(W) + 2κ_op
+            reconstructed: N·P_out·numel(W) + MACs(reconstruct) + κ_m·numel(W) + 2κ_op
 
-        N = samples (batch × any extra leading dims), κ_m = ``MEMORY_COST``, κ_op = ``OP_COST``;
-        each family's :meth:`_factorized_cost` counts its stages on the grids they see (strides
-        included). Factorized wins for ratios < 1 on all but tiny N·h·w; reconstructed wins for
+        N = samples (batch × any extra leading dims), P_out = output positions per sample,
+        κ_m = ``MEMORY_COST``, κ_op = ``OP_COST``; each family's :meth:`_factorized_cost` counts
+        its stages on the grids they see (strides included, :class:`Grid`). Factorized wins for
+        ratios < 1 on all but tiny N·P_out; reconstructed wins for
         e.g. overcomplete low-rank layers or batch-1 inference on small feature maps. The choice
         depends on shapes only — cached per shape, never on weights, which change every step.
         """
@@ -471,16 +582,14 @@ class FactorizedLayer(Factorized):
     def forward(self, x: Tensor) -> Tensor:
         if self.choose_implementation(x.shape) == "reconstructed":
             return self.spec.functional(x, self.reconstruct(), self.bias)
-        pad = (0, 0)
+        pad: tuple[int, ...] = ()
         if self.spec.is_conv:
             x, pad = self.spec.pad_input(x)
         out = self._forward_factorized(x, pad)
-        if self.bias is None:
-            return out
-        return out + (self.bias.view(1, -1, 1, 1) if self.spec.is_conv else self.bias)
+        return out if self.bias is None else out + self.spec.bias_view(self.bias)
 
     def to_dense(self) -> nn.Module:
-        """An ``nn.Linear``/``nn.Conv2d`` computing exactly this layer's function."""
+        """An ``nn.Linear``/``nn.Conv{1,2,3}d`` computing exactly this layer's function."""
         bias = None if self.bias is None else self.bias.detach()
         return self.spec.build(self.reconstruct().detach(), bias)
 
@@ -494,7 +603,7 @@ class FactorizedLayer(Factorized):
         geometry = f"{s.in_channels}→{s.out_channels}"
         if s.is_conv:
             geometry += f", kernel={s.kernel_size}, stride={s.stride}, padding={s.padding!r}"
-            if s.dilation != (1, 1):
+            if any(d != 1 for d in s.dilation):
                 geometry += f", dilation={s.dilation}"
         return (
             f"family={self.family}, {s.kind}({geometry}), rank={self.rank}, "
@@ -503,13 +612,22 @@ class FactorizedLayer(Factorized):
 
     # ------------------------------------------------------------------ helpers for families
     def _mix(self, x: Tensor, weight: Tensor) -> Tensor:
-        """Channel mixing by ``weight`` (out, in): a matmul on the last dim, or a 1×1 conv."""
+        """Channel mixing by ``weight`` (out, in): a matmul on the last dim, or a 1-tap conv."""
         if self.spec.is_conv:
-            return F.conv2d(x, weight[:, :, None, None])
+            return self._conv(x, weight, (), (0,) * self.spec.n_spatial)
         return F.linear(x, weight)
 
     def _conv(
-        self, x: Tensor, weight: Tensor, axis: Axis, pad: tuple[int, int], groups: int = 1
+        self, x: Tensor, weight: Tensor, modes: Sequence[int], pad: Sequence[int], groups: int = 1
     ) -> Tensor:
-        """Spatial convolution on ``axis`` with the dense layer's stride/padding/dilation there."""
-        return self.spec.axis_conv(x, weight, axis, pad, groups)
+        """Convolution by ``weight`` (o, i/groups, *kernel over ``modes``) over the factor ``modes``.
+
+        ``modes`` index :attr:`DenseSpec.factor_axes` (the kernel axes of size > 1); the dense
+        layer's stride/padding/dilation apply there, the other spatial axes see a 1-tap kernel.
+        """
+        spec = self.spec
+        axes = [spec.factor_axes[m] for m in modes]
+        kernel = [1] * spec.n_spatial
+        for a, k in zip(axes, weight.shape[2:]):
+            kernel[a] = k
+        return spec.axis_conv(x, weight.reshape(*weight.shape[:2], *kernel), axes, pad, groups)

@@ -11,21 +11,36 @@ from torch import Tensor, nn
 
 from .._decompositions import _hadamard_grams, cp_als
 from .._tltorch import CPTensor
-from .base import Cost, FactorizedLayer, register_family
+from .base import Cost, FactorizedLayer, Grid, register_family
 from .spec import DenseSpec
+
+
+def _khatri_rao(factors: list[Tensor]) -> Tensor:
+    """A_1 ⊙ A_2 ⊙ … (Π n_k, R), row (j_1, j_2, …) = A_1[j_1] ∗ A_2[j_2] ∗ …, for A_k (n_k, R)."""
+    out = factors[0]
+    for f in factors[1:]:
+        out = (out[:, None, :] * f[None, :, :]).reshape(-1, f.shape[1])
+    return out
 
 
 @register_family("cp")
 class CPLayer(FactorizedLayer):
-    """Rank-R CP weight: factors A_k (n_k, R) for the modes (c_out, c_in[, k_h, k_w]).
+    """Rank-R CP weight: factors A_k (n_k, R) for the modes (c_out, c_in, *kernel modes > 1).
 
-    The CP weights λ are a buffer fixed at 1 (the scale lives in the balanced factors), so the
-    layer has R·Σn_k parameters. Forward on a conv: 1×1 conv c_in→R, one depthwise k_h×k_w conv
-    with the rank-1 kernels a_h,r ⊗ a_w,r on the R channels, 1×1 conv R→c_out.
+    The modes are :attr:`DenseSpec.tensor_shape`: (c_out, c_in, k_h, k_w) for a 3×3 conv,
+    (c_out, c_in, k) for a Conv1d or a (1, k) Conv2d, (c_out, c_in) for Linear and 1×1 (a size-1
+    kernel axis gets no factor). The CP weights λ are a buffer fixed at 1 (the scale lives in the
+    balanced factors), so the layer has R·Σn_k parameters. Forward on a conv: 1-tap conv c_in→R,
+    one depthwise conv over the kernel modes with the rank-1 kernels a_h,r ⊗ a_w,r (⊗ …) on the R
+    channels (none without kernel modes), 1-tap conv R→c_out.
     ‖W‖²_F = λᵀ(∗_k A_kᵀA_k)λ: O(Σ n_k R²).
 
     Spectral init: the bounded ALS of :func:`tdecomp._decompositions.cp_als`.
     Rank: an int R, ``(R,)``, or a float parameter ratio.
+
+    Training with Frobenius decay: call :func:`tdecomp.rebalance` after each optimizer step (the
+    trainer does under ``reg=fd``); it equalizes each component's column norms ‖a_r⁽ᵏ⁾‖ over
+    the modes, the rescalings FD cannot see (layers of more than two modes).
     """
 
     @classmethod
@@ -38,7 +53,7 @@ class CPLayer(FactorizedLayer):
 
     @classmethod
     def _ranks_at_scale(cls, spec: DenseSpec, scale: float, **options: Any) -> tuple[int, ...]:
-        dense_equivalent = spec.weight_numel / sum(spec.weight_shape)
+        dense_equivalent = spec.weight_numel / sum(spec.tensor_shape)
         return (max(1, round(scale * dense_equivalent)),)
 
     @classmethod
@@ -47,11 +62,11 @@ class CPLayer(FactorizedLayer):
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
-        return rank[0] * sum(spec.weight_shape)
+        return rank[0] * sum(spec.tensor_shape)
 
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
         (r,) = rank
-        shape = self.spec.weight_shape
+        shape = self.spec.tensor_shape
         factors = [nn.Parameter(torch.empty(n, r, **factory)) for n in shape]
         self.weight = CPTensor(torch.ones(r, **factory), factors, shape=shape, rank=r)
 
@@ -68,50 +83,53 @@ class CPLayer(FactorizedLayer):
         (A 5-operand einsum took a contraction path 78× slower than the dense conv on VGG-19 512→512 @4px.)
         """
         a_out, *rest = self.weight.factors
-        khatri_rao = rest[0]
-        for f in rest[1:]:
-            khatri_rao = (khatri_rao[:, None, :] * f[None, :, :]).reshape(-1, f.shape[1])
-        return ((a_out * self.weight.weights) @ khatri_rao.T).reshape(self.spec.weight_shape)
+        return ((a_out * self.weight.weights) @ _khatri_rao(rest).T).reshape(self.spec.weight_shape)
 
 
     def frobenius_sq(self) -> Tensor:
         lam = self.weight.weights
         return lam @ _hadamard_grams(list(self.weight.factors)) @ lam
 
-    def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
+    def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
         a_out, a_in, *spatial = self.weight.factors
         z = self._mix(x, a_in.T)
         if spatial:
-            # One depthwise k_h×k_w conv with the rank-1 kernels a_h,r ⊗ a_w,r: k_h+k_w → k_h·k_w MACs
-            # per channel, but one op and one stored activation fewer than separate k_h×1, 1×k_w.
-            a_h, a_w = spatial
-            kernel = (a_h.T[:, :, None] * a_w.T[:, None, :]).unsqueeze(1)  # (R, 1, k_h, k_w)
-            z = self._conv(z, kernel, "hw", pad, groups=self.rank[0])
+            # One depthwise conv with the rank-1 kernels a_h,r ⊗ a_w,r: k_h+k_w → k_h·k_w MACs per
+            # channel, but one op and one stored activation fewer than separate k_h×1, 1×k_w.
+            kernel = spatial[0].T
+            for a in spatial[1:]:
+                kernel = kernel[..., None] * a.T.reshape(a.shape[1], *(1,) * (kernel.ndim - 1), -1)
+            z = self._conv(z, kernel.unsqueeze(1), range(len(spatial)), pad, groups=self.rank[0])
         return self._mix(z, a_out * self.weight.weights)
 
     @torch.no_grad()
     def init_spectral(self, weight: Tensor) -> None:
         self.weight.weights.fill_(1.0)
-        for p, f in zip(self.weight.factors, cp_als(weight.to(self.weight.weights.dtype), self.rank[0])):
+        tensor = weight.to(self.weight.weights.dtype).reshape(self.spec.tensor_shape)
+        for p, f in zip(self.weight.factors, cp_als(tensor, self.rank[0])):
             p.copy_(f)
 
     def _random_init_terms(self) -> int:
         return self.rank[0]
 
+    def _balanced_norms(self) -> Tensor:
+        """Column norms ‖a_r⁽ᵏ⁾‖, (N, R): each component r is rescaled on its own (exact for W)."""
+        return torch.stack([f.norm(dim=0) for f in self.weight.factors])
+
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
-        """1×1 conv c_in→R on (h_in, w_in), depthwise k_h×k_w on (h_out, w_out), 1×1 conv R→c_out;
-        per call the R·k_h·k_w depthwise kernel and λ-scaled A_out."""
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+        """1-tap conv c_in→R on the input grid, depthwise conv over the kernel modes and 1-tap
+        conv R→c_out on the output grid; per call the R·Π k depthwise kernel and λ-scaled A_out."""
         (r,) = rank
-        h_in, w_in, h_out, w_out = grid
-        kernel = r * math.prod(spec.spatial) if spec.is_conv else 0
-        macs = h_in * w_in * r * spec.in_channels + h_out * w_out * r * spec.out_channels
-        activations = h_in * w_in * r
-        if spec.is_conv:
-            macs += h_out * w_out * kernel
-            activations += h_out * w_out * r
+        d = len(spec.factor_kernel)
+        kernel = r * math.prod(spec.factor_kernel) if d else 0
+        macs = grid.positions() * r * spec.in_channels + grid.out * r * spec.out_channels
+        activations = grid.positions() * r
+        if d:
+            macs += grid.out * kernel
+            activations += grid.out * r
         fixed = kernel + r * spec.out_channels
-        ops = 5 if spec.is_conv else 3  # two mixes and the λ scaling (+ kernel build and depthwise conv)
+        ops = 3 + d  # two mixes and the λ scaling (+ d − 1 outer products and the depthwise conv)
         return Cost(macs, activations, fixed, fixed, ops)
 
     @classmethod
@@ -140,14 +158,12 @@ class CPLayer(FactorizedLayer):
         return (norms_sq[1:] - norms_sq[:-1]).norm()
 
     def singular_values(self) -> Tensor:
-        """W₍ₘₐₜ₎ = (A_out ⊙ A_h) diag(λ) (A_in ⊙ A_w)ᵀ (⊙: Khatri–Rao); QR of the two Khatri–Rao
-        products, then the SVD of an R × R matrix. O((c_out·k_h + c_in·k_w) R² + R³)."""
+        """W₍ₘₐₜ₎ = (A_out ⊙ A_rows) diag(λ) (A_in ⊙ A_cols)ᵀ (⊙: Khatri–Rao over the row and column
+        modes of :func:`~tdecomp.layers.base.matricize`, e.g. A_h and A_w); QR of the two Khatri–Rao
+        products, then the SVD of an R × R matrix. O((m + n) R² + R³) for W₍ₘₐₜ₎ (m, n)."""
         a_out, a_in, *spatial = self.weight.factors
-        left, right = a_out, a_in
-        if spatial:
-            a_h, a_w = spatial
-            left = (a_out[:, None] * a_h[None]).reshape(-1, self.rank[0])
-            right = (a_in[:, None] * a_w[None]).reshape(-1, self.rank[0])
+        p = self.spec.n_row_modes
+        left, right = _khatri_rao([a_out, *spatial[:p]]), _khatri_rao([a_in, *spatial[p:]])
         r_left, r_right = torch.linalg.qr(left)[1], torch.linalg.qr(right)[1]
         return torch.linalg.svdvals((r_left * self.weight.weights) @ r_right.T)
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .._validation import check_choice
 from ..init import balanced_std
-from .base import Cost, FactorizedLayer, matricize, register_family
+from .base import Cost, FactorizedLayer, Grid, matricize, register_family
 from .spec import DenseSpec
 
 # how a layer with rank r > k = min(m, n) (or, for "deep", any r) is built; see LowRankLayer
@@ -44,10 +44,12 @@ def product_frobenius_sq(u: Tensor, v: Tensor) -> Tensor:
 class LowRankLayer(FactorizedLayer):
     """W = U Vᵀ with U: (m, r), V: (n, r); for r > min(m, n) the overcomplete W = U M Vᵀ.
 
-    A Linear weight is the matrix itself (m = c_out, n = c_in). A conv kernel (c_out, c_in, k_h,
-    k_w) is matricized as W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w], i.e. (c_out·k_h) × (c_in·k_w);
-    the forward is then a 1×k_w conv to r channels followed by a k_h×1 conv, and spectral init
-    decomposes this same matricization (the official code's SI used a different one).
+    A Linear weight is the matrix itself (m = c_out, n = c_in). A conv kernel is matricized by
+    :func:`~tdecomp.layers.base.matricize`: (c_out·k_h) × (c_in·k_w) with W₍ₘₐₜ₎[(o, h), (i, w)] =
+    W[o, i, h, w] for a 2-D kernel, c_out × (c_in·k) for a 1-D (or (1, k)) kernel, c_out × c_in for
+    1×1, (c_out·k_d) × (c_in·k_h·k_w) for 3-D. The forward is a conv over the column modes
+    (1×k_w; k; k_h×k_w) c_in → r, then one over the row modes (k_h×1; a 1-tap mix; k_d) r → c_out;
+    spectral init decomposes this same matricization (the official code's SI used a different one).
 
     ‖W‖²_F = tr((UᵀU)(VᵀV)), or tr(Mᵀ(UᵀU)M(VᵀV)) when overcomplete: O((m+n)r² + r³).
     Rank: an int r, a tuple ``(r,)``, or a float parameter ratio (ratios above what r = min(m, n)
@@ -63,7 +65,14 @@ class LowRankLayer(FactorizedLayer):
       with M = I and the SI (zero-padded) √Σ-scaled outer factors.
 
     Option ``rank_rule`` (:data:`RANK_RULES`) maps a rank scale s to r.
+
+    Training with Frobenius decay: U Vᵀ trains with plain FD as in the paper; the overcomplete
+    U M Vᵀ has three factors, and :func:`tdecomp.rebalance` (called after each optimizer step,
+    by the trainer under ``reg=fd``) equalizes their norms, which FD cannot see.
     """
+
+    has_overcomplete_form = True
+    accepted_options = ("overcomplete", "rank_rule")
 
     def __init__(self, spec: DenseSpec, rank: Sequence[int], *, overcomplete: str = "balanced",
                  **kwargs: Any) -> None:
@@ -81,8 +90,7 @@ class LowRankLayer(FactorizedLayer):
 
     @staticmethod
     def _dims(spec: DenseSpec) -> tuple[int, int]:
-        kh, kw = spec.kernel_size
-        return spec.out_channels * kh, spec.in_channels * kw
+        return spec.matrix_shape
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
@@ -96,10 +104,11 @@ class LowRankLayer(FactorizedLayer):
     def _ranks_at_scale(
         cls, spec: DenseSpec, scale: float, rank_rule: str = "min", **options: Any
     ) -> tuple[int, ...]:
-        """r = max(1, round(s·d)); d = min(m, n), or m = c_out·k_h for a conv under ``"paper"``."""
+        """r = max(1, round(s·d)); d = min(m, n), or under ``"paper"`` d = c_out·k_h for a conv (k_h its
+        first kernel axis, size 1 included: frob.py's (c_out·k_h) × (c_in·k_w) matrix, not ours)."""
         check_choice("rank_rule", rank_rule, RANK_RULES)
-        m, n = cls._dims(spec)
-        base = m if rank_rule == "paper" and spec.is_conv else min(m, n)
+        base = spec.out_channels * spec.kernel_size[0] if rank_rule == "paper" and spec.is_conv else min(
+            cls._dims(spec))
         return (max(1, round(scale * base)),)
 
     @classmethod
@@ -140,10 +149,11 @@ class LowRankLayer(FactorizedLayer):
         return matricize(weight, self.spec)
 
     def reconstruct(self) -> Tensor:
-        o, i = self.spec.out_channels, self.spec.in_channels
-        kh, kw = self.spec.kernel_size
-        w = self._left() @ self.V.T
-        return w.reshape(o, kh, i, kw).permute(0, 2, 1, 3).reshape(self.spec.weight_shape)
+        """W₍ₘₐₜ₎ = U Vᵀ (or U M Vᵀ) folded back: rows (o, row modes), columns (i, column modes)."""
+        spec = self.spec
+        p, kernel = spec.n_row_modes, spec.factor_kernel
+        w = (self._left() @ self.V.T).reshape(spec.out_channels, *kernel[:p], spec.in_channels, *kernel[p:])
+        return w.movedim(1 + p, 1).reshape(spec.weight_shape)
 
     def frobenius_sq(self) -> Tensor:
         """‖U Vᵀ‖²_F = tr((UᵀU)(VᵀV)) in O((m+n)r²); overcomplete (r ≥ min(m, n)): ‖U M Vᵀ‖²_F from
@@ -152,15 +162,17 @@ class LowRankLayer(FactorizedLayer):
             return product_frobenius_sq(self.U, self.V)
         return (self._left() @ self.V.T).pow(2).sum()
 
-    def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
+    def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
         left = self._left()
         if not self.spec.is_conv:
             return self._mix(self._mix(x, self.V.T), left)
         (r,) = self.rank
-        kh, kw = self.spec.kernel_size
-        first = self.V.reshape(self.spec.in_channels, kw, r).permute(2, 0, 1).unsqueeze(2)
-        second = left.reshape(self.spec.out_channels, kh, r).permute(0, 2, 1).unsqueeze(3)
-        return self._conv(self._conv(x, first, "w", pad), second, "h", pad)
+        spec = self.spec
+        p, kernel, d = spec.n_row_modes, spec.factor_kernel, len(spec.factor_kernel)
+        first = self.V.reshape(spec.in_channels, *kernel[p:], r).movedim(-1, 0)  # (r, c_in, *col modes)
+        second = left.reshape(spec.out_channels, *kernel[:p], r).movedim(-1, 1)  # (c_out, r, *row modes)
+        z = self._conv(x, first, range(p, d), pad)
+        return self._conv(z, second, range(p), pad)
 
     @torch.no_grad()
     def init_spectral(self, weight: Tensor) -> None:
@@ -214,7 +226,7 @@ class LowRankLayer(FactorizedLayer):
         - ``"kaiming-factors"``: ``kaiming_normal_`` on U (m, r) and Vᵀ (r, n), i.e.
           std √(2/r) for U and √(2/n) for V (pytorch_resnet_cifar10/trainer.py:116,
           EigenDamage-Pytorch/main_pretrain.py:78);
-        - ``"fanout-factors"``: both N(0, 2/(c_out·k_h·k_w)) (EigenDamage-Pytorch/main_pretrain.py:57-63,
+        - ``"fanout-factors"``: both N(0, 2/(c_out·∏kernel_size)) (EigenDamage-Pytorch/main_pretrain.py:57-63,
           there with the c_out of the previous conv by an off-by-one; here the layer's own).
         """
         (r,) = self.rank
@@ -222,22 +234,21 @@ class LowRankLayer(FactorizedLayer):
         if kind == "kaiming-factors":
             std_u, std_v = math.sqrt(2.0 / r), math.sqrt(2.0 / n)
         else:
-            kh, kw = self.spec.kernel_size
-            std_u = std_v = math.sqrt(2.0 / (self.spec.out_channels * kh * kw))
+            std_u = std_v = math.sqrt(2.0 / (self.spec.out_channels * math.prod(self.spec.kernel_size)))
         self.U.normal_(0.0, std_u)
         self.V.normal_(0.0, std_v)
         if self.M is not None:
             self.M.copy_(torch.eye(r, dtype=self.M.dtype, device=self.M.device))
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
-        """1×k_w conv c_in→r on the (h_in, w_out) grid, then k_h×1 conv r→c_out on (h_out, w_out);
-        overcomplete: U M (m·r² MACs) per call."""
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+        """Column-mode conv c_in→r on the grid with those modes strided (e.g. (h_in, w_out)), then
+        row-mode conv r→c_out on the output grid; overcomplete: U M (m·r² MACs) per call."""
         (r,) = rank
         m, n = cls._dims(spec)
-        h_in, _, h_out, w_out = grid
+        mid = grid.positions(range(spec.n_row_modes, len(spec.factor_kernel)))
         left = (m * r * r, m * r) if r > min(m, n) else (0, 0)
-        return Cost(h_in * w_out * r * n + h_out * w_out * r * m, h_in * w_out * r, *left, 2 + (left[0] > 0))
+        return Cost(mid * r * n + grid.out * r * m, mid * r, *left, 2 + (left[0] > 0))
 
     @classmethod
     def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:

@@ -1,86 +1,147 @@
-"""What a factorized layer replaces: the geometry of a dense ``nn.Linear`` or ``nn.Conv2d``.
+"""What a factorized layer replaces: the geometry of a dense ``nn.Linear`` or ``nn.Conv{1,2,3}d``.
 
 A :class:`DenseSpec` is the single place that knows how the dense layer applies its weight
-(stride, padding incl. ``'same'`` and non-zero padding modes, dilation). Factorized layers use it
-to split a convolution into per-axis convolutions that are exactly equivalent to the dense one.
+(stride, padding incl. ``'same'`` and non-zero padding modes, dilation) over its n spatial axes
+(Linear: 0, Conv1d: 1, Conv2d: 2, Conv3d: 3). Factorized layers use it to split a convolution
+into per-axis convolutions that are exactly equivalent to the dense one.
+
+A kernel axis of size 1 (a 1×1 conv, a (1, 5) kernel) is not a factor mode: the families
+decompose :attr:`DenseSpec.tensor_shape` = (c_out, c_in, *sizes of the kernel axes > 1), so a
+Conv2d (1, 5) is factorized exactly like a Conv1d(k=5) and a 1×1 conv like a Linear layer. The
+size-1 axes' stride and padding are applied to the input up front (:meth:`DenseSpec.pad_input`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Axis = Literal["h", "w", "hw"]
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # index n − 1 holds the n-d conv
+_CONV_FNS = (F.conv1d, F.conv2d, F.conv3d)
+_AXIS_NAMES = ((), ("k",), ("k_h", "k_w"), ("k_d", "k_h", "k_w"))
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
 
 
 @dataclass(frozen=True)
 class DenseSpec:
-    """Shape and geometry of a dense ``nn.Linear`` (``kind='linear'``) or ``nn.Conv2d``.
+    """Shape and geometry of a dense ``nn.Linear`` or ``nn.Conv1d``/``Conv2d``/``Conv3d``.
 
-    For a Linear layer the weight is ``(out_channels, in_channels)``; for a conv it is
-    ``(out_channels, in_channels, k_h, k_w)``. ``padding`` keeps the constructor's argument
-    (an int pair or ``'same'``/``'valid'``) so :meth:`build` recreates an identical module.
+    The weight is ``(c_out, c_in, *kernel_size)`` with ``len(kernel_size)`` = n spatial axes
+    (0 for Linear). ``stride``, ``dilation`` and a tuple ``padding`` have one entry per axis;
+    ``padding`` keeps the constructor's argument (or ``'same'``/``'valid'``) so :meth:`build`
+    recreates an identical module.
     """
 
-    kind: Literal["linear", "conv2d"]
     out_channels: int
     in_channels: int
     has_bias: bool
-    kernel_size: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] | str = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
+    kernel_size: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] | str = ()
+    dilation: tuple[int, ...] = ()
     padding_mode: str = "zeros"
 
     @classmethod
     def from_module(cls, module: nn.Module) -> DenseSpec:
         """Describe ``module``; raises ``TypeError``/``NotImplementedError`` for what we cannot factorize."""
         if isinstance(module, nn.Linear):
-            return cls("linear", module.out_features, module.in_features, module.bias is not None)
-        if isinstance(module, nn.Conv2d):
+            return cls(module.out_features, module.in_features, module.bias is not None)
+        if isinstance(module, CONV_TYPES):
             if module.groups != 1:
                 raise NotImplementedError(
                     f"groups={module.groups} is not supported: factorized convolutions need groups=1"
                 )
-            padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
+            n = len(module.kernel_size)
+            padding = module.padding if isinstance(module.padding, str) else _tuple(module.padding, n)
             return cls(
-                "conv2d",
                 module.out_channels,
                 module.in_channels,
                 module.bias is not None,
-                _pair(module.kernel_size),
-                _pair(module.stride),
+                _tuple(module.kernel_size, n),
+                _tuple(module.stride, n),
                 padding,
-                _pair(module.dilation),
+                _tuple(module.dilation, n),
                 module.padding_mode,
             )
         raise TypeError(
-            f"module must be nn.Linear or nn.Conv2d, got {type(module).__name__}"
+            f"module must be nn.Linear or nn.Conv1d/Conv2d/Conv3d, got {type(module).__name__}"
         )
 
     # ----------------------------------------------------------------------------- shapes
     @property
-    def is_conv(self) -> bool:
-        return self.kind == "conv2d"
+    def n_spatial(self) -> int:
+        """Spatial axes of the dense op: 0 (Linear), 1, 2 or 3 (Conv1d/2d/3d)."""
+        return len(self.kernel_size)
 
     @property
-    def spatial(self) -> tuple[int, ...]:
-        """Spatial kernel modes: ``(k_h, k_w)`` for a conv, ``()`` for a Linear layer."""
-        return self.kernel_size if self.is_conv else ()
+    def is_conv(self) -> bool:
+        return self.n_spatial > 0
+
+    @property
+    def kind(self) -> str:
+        """``"linear"`` or ``"conv1d"``/``"conv2d"``/``"conv3d"``."""
+        return f"conv{self.n_spatial}d" if self.is_conv else "linear"
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
-        """``(c_out, c_in, *spatial)``: the order-N tensor the tensor families decompose."""
-        return (self.out_channels, self.in_channels, *self.spatial)
+        """``(c_out, c_in, *kernel_size)``: the dense module's weight, what layers reconstruct."""
+        return (self.out_channels, self.in_channels, *self.kernel_size)
+
+    @property
+    def factor_axes(self) -> tuple[int, ...]:
+        """Spatial axes whose kernel size exceeds 1: the kernel's factor modes, in order."""
+        return tuple(a for a, k in enumerate(self.kernel_size) if k > 1)
+
+    @property
+    def factor_kernel(self) -> tuple[int, ...]:
+        """Kernel sizes along :attr:`factor_axes` (``()`` for Linear and 1×1 convs)."""
+        return tuple(self.kernel_size[a] for a in self.factor_axes)
+
+    @property
+    def mode_names(self) -> tuple[str, ...]:
+        """Names of the factor modes, e.g. ``("k_h", "k_w")``; ``("k_w",)`` for a (1, 5) kernel."""
+        names = _AXIS_NAMES[self.n_spatial]
+        return tuple(names[a] for a in self.factor_axes)
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        """``(c_out, c_in, *factor_kernel)``: the order-(2 + d) tensor the tensor families decompose.
+
+        It is :attr:`weight_shape` without its size-1 kernel axes (same entries, same order).
+        """
+        return (self.out_channels, self.in_channels, *self.factor_kernel)
+
+    @property
+    def n_row_modes(self) -> int:
+        """How many leading factor modes the matricization puts with c_out (⌊d/2⌋, see :meth:`unfold`)."""
+        return len(self.factor_axes) // 2
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """``(c_out·Π row-mode sizes, c_in·Π column-mode sizes)`` of :meth:`unfold` on the weight."""
+        split = self.n_row_modes
+        rows = math.prod(self.factor_kernel[:split])
+        return self.out_channels * rows, self.in_channels * math.prod(self.factor_kernel[split:])
+
+    def unfold(self, tensor: Tensor) -> Tensor:
+        """The matricization of a tensor laid out as :attr:`tensor_shape` (any mode sizes).
+
+        T (a, b, m_1, …, m_d) ↦ T₍ₘₐₜ₎[(a, m_1…m_p), (b, m_{p+1}…m_d)] with p = :attr:`n_row_modes`:
+        (c_out·k_h) × (c_in·k_w) for a 2-D kernel, c_out × (c_in·k) for a 1-D one, c_out × c_in for
+        Linear and 1×1. Its column modes are the ones a 1-D-first separable forward applies first.
+        """
+        p = self.n_row_modes
+        order = (0, *range(2, 2 + p), 1, *range(2 + p, tensor.ndim))
+        tensor = tensor.permute(order)
+        return tensor.reshape(math.prod(tensor.shape[: 1 + p]), -1)
 
     @property
     def weight_numel(self) -> int:
@@ -93,7 +154,7 @@ class DenseSpec:
 
     @property
     def fan_in(self) -> int:
-        return self.in_channels * math.prod(self.spatial)
+        return self.in_channels * math.prod(self.kernel_size)
 
     @property
     def default_std(self) -> float:
@@ -102,67 +163,84 @@ class DenseSpec:
 
     # ----------------------------------------------------------------------------- padding
     @property
-    def pads(self) -> tuple[int, int, int, int]:
-        """Explicit zero-based padding ``(top, bottom, left, right)`` this conv applies."""
-        if self.padding == "valid" or not self.is_conv:
-            return (0, 0, 0, 0)
+    def pads(self) -> tuple[tuple[int, int], ...]:
+        """Explicit padding ``(before, after)`` this conv applies, per spatial axis."""
+        if self.padding == "valid":
+            return ((0, 0),) * self.n_spatial
         if self.padding == "same":
             out = []
             for k, d in zip(self.kernel_size, self.dilation):
                 total = d * (k - 1)
-                out += [total // 2, total - total // 2]  # PyTorch puts the odd extra pixel last
-            return tuple(out)  # type: ignore[return-value]
-        ph, pw = self.padding
-        return (ph, ph, pw, pw)
+                out.append((total // 2, total - total // 2))  # PyTorch puts the odd extra pixel last
+            return tuple(out)
+        return tuple((p, p) for p in self.padding)
 
-    def pad_input(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """Apply what the per-axis convs cannot: asymmetric or non-zero padding.
+    @property
+    def pads_up_front(self) -> bool:
+        """Whether :meth:`pad_input` pads every axis itself (non-zero mode or asymmetric padding)."""
+        return self.padding_mode != "zeros" or any(b != a for b, a in self.pads)
 
-        Returns ``(x, (pad_h, pad_w))`` where the pair is left for the convolutions themselves
-        (cheapest) when the padding is symmetric zero padding, and ``(0, 0)`` otherwise.
+    def pad_input(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """Apply what the per-axis convs over :attr:`factor_axes` cannot; x is (*, c_in, *spatial).
+
+        That is asymmetric or non-zero padding (all axes), and the padding and stride of the
+        size-1 kernel axes (a 1-tap conv with stride s keeps every s-th padded position).
+        Returns ``(x, pad)``: ``pad`` is the symmetric zero padding per axis left for the
+        convolutions themselves (cheapest), 0 where it was applied here.
         """
-        top, bottom, left, right = self.pads
-        if self.padding_mode == "zeros" and top == bottom and left == right:
-            return x, (top, left)
-        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-        return F.pad(x, (left, right, top, bottom), mode=mode), (0, 0)
+        pads, n = self.pads, self.n_spatial
+        up_front = self.pads_up_front
+        here = [p if up_front or k == 1 else (0, 0) for p, k in zip(pads, self.kernel_size)]
+        if any(any(p) for p in here):
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, [v for p in reversed(here) for v in p], mode=mode)
+        index = [slice(None)] * x.ndim
+        for a, (k, s) in enumerate(zip(self.kernel_size, self.stride)):
+            if k == 1 and s > 1:
+                index[x.ndim - n + a] = slice(None, None, s)
+        if any(i != slice(None) for i in index):
+            x = x[tuple(index)]
+        return x, tuple(0 if up_front or k == 1 else b for (b, _), k in zip(pads, self.kernel_size))
 
     # ----------------------------------------------------------------------------- apply
     def axis_conv(
-        self, x: Tensor, weight: Tensor, axis: Axis, pad: tuple[int, int], groups: int = 1
+        self, x: Tensor, weight: Tensor, axes: Sequence[int], pad: Sequence[int], groups: int = 1
     ) -> Tensor:
-        """Convolve ``x`` (N, C, H, W) with ``weight`` using this conv's geometry on ``axis`` only.
+        """Convolve ``x`` (N, C, *spatial) by ``weight`` using this conv's geometry on ``axes`` only.
 
-        ``axis='h'`` applies stride/padding/dilation of the height axis (weight ``(o, i/g, k_h, 1)``),
-        ``'w'`` those of the width axis (weight ``(o, i/g, 1, k_w)``), ``'hw'`` both.
+        ``weight`` is (o, C/groups, *k) with one entry per spatial axis, 1 outside ``axes``;
+        outside ``axes`` the conv has stride 1, no padding, dilation 1. ``pad`` is the symmetric
+        padding per axis returned by :meth:`pad_input` (size-1 axes are already done there).
         """
-        on_h, on_w = "h" in axis, "w" in axis
+        def on_axes(values: Sequence[int], off: int) -> tuple[int, ...]:
+            return tuple(v if a in axes else off for a, v in enumerate(values))
 
-        def on_axis(pair: tuple[int, int], off: int) -> tuple[int, int]:
-            return (pair[0] if on_h else off, pair[1] if on_w else off)
-
-        return F.conv2d(
+        return _CONV_FNS[self.n_spatial - 1](
             x,
             weight,
-            stride=on_axis(self.stride, 1),
-            padding=on_axis(pad, 0),
-            dilation=on_axis(self.dilation, 1),
+            stride=on_axes(self.stride, 1),
+            padding=on_axes(pad, 0),
+            dilation=on_axes(self.dilation, 1),
             groups=groups,
         )
+
+    def bias_view(self, bias: Tensor) -> Tensor:
+        """``bias`` (c_out,) shaped to broadcast against an output (N, c_out, *spatial) or (*, c_out)."""
+        return bias.view(-1, *(1,) * self.n_spatial)
 
     def functional(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """The dense layer's forward with an explicit ``weight`` of shape :attr:`weight_shape`."""
         if not self.is_conv:
             return F.linear(x, weight, bias)
         x, pad = self.pad_input(x)
-        out = self.axis_conv(x, weight, "hw", pad)
-        return out if bias is None else out + bias.view(1, -1, 1, 1)
+        out = self.axis_conv(x, weight, self.factor_axes, pad)
+        return out if bias is None else out + self.bias_view(bias)
 
     def build(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
-        """A dense ``nn.Linear``/``nn.Conv2d`` with this geometry holding ``weight`` and ``bias``."""
+        """A dense ``nn.Linear``/``nn.Conv{n}d`` with this geometry holding ``weight`` and ``bias``."""
         factory = dict(device=weight.device, dtype=weight.dtype)
         if self.is_conv:
-            module: nn.Module = nn.Conv2d(
+            module: nn.Module = CONV_TYPES[self.n_spatial - 1](
                 self.in_channels,
                 self.out_channels,
                 self.kernel_size,

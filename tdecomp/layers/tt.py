@@ -1,4 +1,4 @@
-"""Tensor-train family: cores over the modes (c_in, k_h, k_w, c_out), in a tltorch ``TTTensor``."""
+"""Tensor-train family: cores over the modes (c_in, *kernel modes, c_out), in a tltorch ``TTTensor``."""
 
 from __future__ import annotations
 
@@ -12,31 +12,38 @@ from torch import Tensor, nn
 from .._decompositions import tt_svd
 from .._tltorch import TTTensor
 from ..init import balance_norms
-from .base import Cost, FactorizedLayer, register_family
+from .base import Cost, FactorizedLayer, Grid, register_family
 from .spec import DenseSpec
 
 
 def _tt_shape(spec: DenseSpec) -> tuple[int, ...]:
-    """TT mode order (c_in, *spatial, c_out): the forward becomes a chain of small convs."""
-    return (spec.in_channels, *spec.spatial, spec.out_channels)
+    """TT mode order (c_in, *kernel modes > 1, c_out): the forward becomes a chain of small convs."""
+    return (spec.in_channels, *spec.factor_kernel, spec.out_channels)
 
 
 @register_family("tt")
 class TTLayer(FactorizedLayer):
     """W[o, i, h, w] = Σ G₁[i, a] G₂[a, h, b] G₃[b, w, c] G₄[c, o] with cores (r_{k-1}, n_k, r_k).
 
-    Forward on a conv (Garipov et al. 2016 order): 1×1 conv c_in→r₁, k_h×1 conv r₁→r₂,
-    1×k_w conv r₂→r₃, 1×1 conv r₃→c_out. ‖W‖²_F by contracting the chain of core Gram
-    matrices, O(Σ n_k r³). Spectral init: TT-SVD, then balanced core norms.
+    One core per mode of (c_in, *kernel modes, c_out), the kernel modes being those of size > 1
+    (:attr:`DenseSpec.factor_kernel`: a Conv1d or (1, k) Conv2d has one, a Conv3d up to three,
+    Linear and 1×1 none). Forward on a conv (Garipov et al. 2016 order): 1-tap conv c_in→r₁, one
+    conv per kernel mode (k_h×1 r₁→r₂, 1×k_w r₂→r₃), 1-tap conv r₃→c_out. ‖W‖²_F by contracting
+    the chain of core Gram matrices, O(Σ n_k r³). Spectral init: TT-SVD, then balanced core norms.
 
-    Rank: tuple of internal ranks ``(r₁, r₂, r₃)`` (``(r₁,)`` for Linear); an int gives all
-    equal; a float is a parameter ratio reached by scaling every rank proportionally to its
-    full-rank bound min(Π_{j≤k} n_j, Π_{j>k} n_j) (tensorly-torch's auto-rank undershoots).
+    Rank: tuple of internal ranks ``(r₁, r₂, r₃)``, one per bond (``rank_names(spec)``; ``(r₁,)``
+    for Linear and 1×1); an int gives all equal; a float is a parameter ratio reached by scaling
+    every rank proportionally to its full-rank bound min(Π_{j≤k} n_j, Π_{j>k} n_j)
+    (tensorly-torch's auto-rank undershoots).
+
+    Training with Frobenius decay: call :func:`tdecomp.rebalance` after each optimizer step (the
+    trainer does under ``reg=fd``); it equalizes the core norms (G_k·c, G_{k+1}/c leave W
+    unchanged and FD cannot see them, so SGD would drift along them).
     """
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
-        names = ("c_in", "k_h", "k_w", "c_out") if spec.is_conv else ("c_in", "c_out")
+        names = ("c_in", *spec.mode_names, "c_out")
         return tuple(f"{a}|{b}" for a, b in zip(names, names[1:]))
 
     @classmethod
@@ -86,8 +93,8 @@ class TTLayer(FactorizedLayer):
         out = cores[0].reshape(cores[0].shape[1], -1)
         for core in cores[1:]:
             out = (out @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
-        tensor = out.reshape(_tt_shape(self.spec))  # (c_in, *spatial, c_out)
-        return tensor.movedim(-1, 0)
+        tensor = out.reshape(_tt_shape(self.spec))  # (c_in, *kernel modes, c_out)
+        return tensor.movedim(-1, 0).reshape(self.spec.weight_shape)
 
     def frobenius_sq(self) -> Tensor:
         # Gram of the left part, (r_k, r_k): Γ_k = Σ_{a,n} (Γ_{k−1} G_k)[a, n, :]ᵀ G_k[a, n, :], as two
@@ -101,18 +108,17 @@ class TTLayer(FactorizedLayer):
         return gram.squeeze()
 
 
-    def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
+    def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
         first, *middle, last = self.weight.factors
         z = self._mix(x, first[0].T)
-        for axis, core in zip(("h", "w"), middle):
-            kernel = core.permute(2, 0, 1)  # (r_k, r_{k-1}, n_k)
-            kernel = kernel.unsqueeze(3) if axis == "h" else kernel.unsqueeze(2)
-            z = self._conv(z, kernel, axis, pad)
+        for mode, core in enumerate(middle):
+            z = self._conv(z, core.permute(2, 0, 1), (mode,), pad)  # kernel (r_k, r_{k-1}, n_k)
         return self._mix(z, last[:, :, 0].T)
 
     @torch.no_grad()
     def init_spectral(self, weight: Tensor) -> None:
-        cores = tt_svd(weight.to(self.weight.factors[0].dtype).movedim(0, -1), self.rank)
+        tensor = weight.to(self.weight.factors[0].dtype).reshape(self.spec.tensor_shape)
+        cores = tt_svd(tensor.movedim(0, -1), self.rank)
         for p, t in zip(self.weight.factors, cores):
             p.copy_(t)
         balance_norms(self.factors())
@@ -121,13 +127,12 @@ class TTLayer(FactorizedLayer):
         return math.prod(self.rank)
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
-        """1×1 conv c_in→r₁ on (h_in, w_in), k_h×1 conv r₁→r₂ on (h_out, w_in), 1×k_w conv r₂→r₃
-        and 1×1 conv r₃→c_out on (h_out, w_out)."""
-        h_in, w_in, h_out, w_out = grid
-        grids = (h_in * w_in, h_out * w_in, h_out * w_out, h_out * w_out)
-        if not spec.is_conv:
-            grids = (1, 1)
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+        """1-tap conv c_in→r₁ on the input grid, the conv over kernel mode j on the grid with
+        modes ≤ j strided (k_h×1 r₁→r₂ on (h_out, w_in), 1×k_w r₂→r₃ on (h_out, w_out)), 1-tap conv
+        to c_out on the output grid."""
+        d = len(spec.factor_kernel)
+        grids = (*(grid.positions(range(j)) for j in range(d + 1)), grid.out)
         full = (1, *rank, 1)
         shape = _tt_shape(spec)
         macs = sum(g * a * n * b for g, a, n, b in zip(grids, full, shape, full[1:]))

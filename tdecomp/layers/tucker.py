@@ -12,10 +12,8 @@ from torch import Tensor, nn
 from .._decompositions import tucker_hooi
 from .._tltorch import TuckerTensor
 from ..init import balance_norms
-from .base import Cost, FactorizedLayer, register_family
+from .base import Cost, FactorizedLayer, Grid, register_family
 from .spec import DenseSpec
-
-_SMALL_KERNEL = 3
 
 
 def _mode_products(core: Tensor, matrices: list[Tensor]) -> Tensor:
@@ -26,33 +24,54 @@ def _mode_products(core: Tensor, matrices: list[Tensor]) -> Tensor:
     return out
 
 
+def _kernel(core: Tensor, spatial: list[Tensor]) -> Tensor:
+    """The conv kernel G ×₃ U_1 ×₄ U_2 … (r_out, r_in, *k) of core G (r_out, r_in, *r_k), U_j (k_j, r_j)."""
+    out = core
+    for j, u in enumerate(spatial):
+        out = torch.tensordot(out, u, dims=([2 + j], [1])).movedim(-1, 2 + j)
+    return out
+
+
 @register_family("tucker")
 class TuckerLayer(FactorizedLayer):
-    """Tucker weight with core (r_out, r_in[, r_h, r_w]) and factors U_k (n_k, r_k).
+    """Tucker weight with core (r_out, r_in, *r_kernel) and factors U_k (n_k, r_k).
 
-    Forward on a conv: 1×1 conv c_in→r_in (U_inᵀ), one k_h×k_w conv r_in→r_out with the small
-    kernel G ×₃ U_h ×₄ U_w, then 1×1 conv r_out→c_out (U_out). ‖W‖²_F = ⟨G ×_k U_kᵀU_k, G⟩.
-    Spectral init: HOOI started from HOSVD (so its error is at most HOSVD's), then balanced.
+    The modes are :attr:`DenseSpec.tensor_shape`: (c_out, c_in, k_h, k_w) for a 3×3 conv,
+    (c_out, c_in, k) for a Conv1d or a (1, k) Conv2d, (c_out, c_in, k_d, k_h, k_w) for a Conv3d,
+    (c_out, c_in) for Linear and 1×1 (a size-1 kernel axis gets no U). Forward on a conv: 1-tap
+    conv c_in→r_in (U_inᵀ), one conv r_in→r_out over the kernel modes with the small kernel
+    G ×₃ U_h ×₄ U_w (…), then 1-tap conv r_out→c_out (U_out); without kernel modes the middle is
+    the mix by G. ‖W‖²_F = ⟨G ×_k U_kᵀU_k, G⟩. Spectral init: HOOI started from HOSVD (so its
+    error is at most HOSVD's), then balanced.
 
-    Rank: tuple ``(r_out, r_in, r_h, r_w)`` (``(r_out, r_in)`` for Linear); an int r gives
-    ``(r, r, …)``; a float is a parameter ratio reached by scaling r_out, r_in proportionally to
-    c_out, c_in. Option ``fixed_spatial`` keeps the spatial modes at full rank; by default it is
-    on for kernels up to 3×3 (tensorly-torch's float rank squashes those modes).
+    Rank: one entry per mode, ``rank_names(spec)`` (e.g. ``(r_out, r_in, r_h, r_w)``,
+    ``(r_out, r_in)`` for Linear); an int r gives ``(r, r, *kernel)``; a float is a parameter
+    ratio reached by scaling r_out, r_in proportionally to c_out, c_in. Option ``fixed_spatial``
+    (default ``True``, any kernel shape) keeps the kernel modes at full rank so the budget is
+    spent on channels: kernel modes are small, and squashing them (tensorly-torch's float rank;
+    ``fixed_spatial=False`` scales them like the channels) leaves e.g. a 1×5 kernel one shared
+    5-tap filter. Explicit tuples are kept.
+
+    Training with Frobenius decay: call :func:`tdecomp.rebalance` after each optimizer step
+    (the trainer does under ``reg=fd``). FD sees only W, so SGD drifts along the rescalings
+    G ×_k c_k, U_k/c_k; a small factor (e.g. a 1×1 one, before size-1 modes were folded into the
+    core) shrank to 0 and the next step overshot to NaN in 13 of 16 runs of issue 15
+    (``docs/dynamics.md``).
     """
+
+    accepted_options = ("fixed_spatial",)
 
     @staticmethod
     def _fixed_spatial(spec: DenseSpec, fixed_spatial: bool | None) -> bool:
-        if fixed_spatial is None:
-            return max(spec.kernel_size) <= _SMALL_KERNEL
-        return bool(fixed_spatial)
+        return True if fixed_spatial is None else bool(fixed_spatial)
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
-        return ("c_out", "c_in", "k_h", "k_w")[: len(spec.weight_shape)]
+        return ("c_out", "c_in", *spec.mode_names)
 
     @classmethod
     def max_ranks(cls, spec: DenseSpec) -> tuple[int | None, ...]:
-        return spec.weight_shape
+        return spec.tensor_shape
 
     @classmethod
     def _feasible(cls, spec: DenseSpec, ranks: tuple[int, ...]) -> tuple[int, ...]:
@@ -72,8 +91,8 @@ class TuckerLayer(FactorizedLayer):
         cls, spec: DenseSpec, scale: float, fixed_spatial: bool | None = None, **options: Any
     ) -> tuple[int, ...]:
         fixed = cls._fixed_spatial(spec, fixed_spatial)
-        ranks = [round(scale * n) for n in spec.weight_shape[:2]]
-        ranks += [k if fixed else round(scale * k) for k in spec.spatial]
+        ranks = [round(scale * n) for n in spec.tensor_shape[:2]]
+        ranks += [k if fixed else round(scale * k) for k in spec.factor_kernel]
         return cls._clamp(spec, ranks)
 
     @classmethod
@@ -81,14 +100,14 @@ class TuckerLayer(FactorizedLayer):
         cls, spec: DenseSpec, rank: int, fixed_spatial: bool | None = None, **options: Any
     ) -> tuple[int, ...]:
         fixed = cls._fixed_spatial(spec, fixed_spatial)
-        return (rank, rank, *(k if fixed else rank for k in spec.spatial))
+        return (rank, rank, *(k if fixed else rank for k in spec.factor_kernel))
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
-        return math.prod(rank) + sum(n * r for n, r in zip(spec.weight_shape, rank))
+        return math.prod(rank) + sum(n * r for n, r in zip(spec.tensor_shape, rank))
 
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
-        shape = self.spec.weight_shape
+        shape = self.spec.tensor_shape
         core = nn.Parameter(torch.empty(rank, **factory))
         factors = [nn.Parameter(torch.empty(n, r, **factory)) for n, r in zip(shape, rank)]
         self.weight = TuckerTensor(core, factors, shape=shape, rank=rank)
@@ -101,27 +120,25 @@ class TuckerLayer(FactorizedLayer):
         return [self.weight.core, *self.weight.factors]
 
     def reconstruct(self) -> Tensor:
-        return _mode_products(self.weight.core, list(self.weight.factors))
+        return _mode_products(self.weight.core, list(self.weight.factors)).reshape(self.spec.weight_shape)
 
     def frobenius_sq(self) -> Tensor:
         core = self.weight.core
         grams = [u.T @ u for u in self.weight.factors]
         return (_mode_products(core, grams) * core).sum()
 
-    def _forward_factorized(self, x: Tensor, pad: tuple[int, int]) -> Tensor:
+    def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
         u_out, u_in, *spatial = self.weight.factors
         z = self._mix(x, u_in.T)
-        if self.spec.is_conv:
-            u_h, u_w = spatial
-            kernel = torch.einsum("abcd,hc,wd->abhw", self.weight.core, u_h, u_w)
-            z = self._conv(z, kernel, "hw", pad)
+        if spatial:
+            z = self._conv(z, _kernel(self.weight.core, spatial), range(len(spatial)), pad)
         else:
             z = self._mix(z, self.weight.core)
         return self._mix(z, u_out)
 
     @torch.no_grad()
     def init_spectral(self, weight: Tensor) -> None:
-        core, factors = tucker_hooi(weight.to(self.weight.core.dtype), self.rank)
+        core, factors = tucker_hooi(weight.to(self.weight.core.dtype).reshape(self.spec.tensor_shape), self.rank)
         for p, t in zip(self.factors(), [core, *factors]):
             p.copy_(t)
         balance_norms(self.factors())
@@ -130,16 +147,20 @@ class TuckerLayer(FactorizedLayer):
         return math.prod(self.rank)
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: tuple[int, int, int, int]) -> Cost:
-        """1×1 conv c_in→r_in on (h_in, w_in), k_h×k_w conv r_in→r_out and 1×1 conv r_out→c_out on
-        (h_out, w_out); per call the r_out·r_in·k_h·k_w kernel G ×₃ U_h ×₄ U_w."""
-        r_out, r_in, *r_spatial = rank
-        h_in, w_in, h_out, w_out = grid
-        kernel = r_out * r_in * math.prod(spec.spatial)
-        build = r_out * r_in * spec.spatial[0] * r_spatial[1] * (r_spatial[0] + spec.spatial[1]) if spec.is_conv else 0
-        macs = h_in * w_in * spec.in_channels * r_in + h_out * w_out * (kernel + r_out * spec.out_channels)
-        activations = h_in * w_in * r_in + h_out * w_out * r_out
-        return Cost(macs, activations, build, kernel if spec.is_conv else 0, 3 + spec.is_conv)
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+        """1-tap conv c_in→r_in on the input grid, the conv r_in→r_out over the kernel modes and
+        1-tap conv r_out→c_out on the output grid; per call the r_out·r_in·Π k kernel
+        G ×₃ U_h ×₄ U_w … (mode j maps (r_out, r_in, k_<j, r_≥j) to k_j: that size × k_j MACs)."""
+        r_out, r_in, *r_kernel = rank
+        d = len(r_kernel)
+        kernel = r_out * r_in * math.prod(spec.factor_kernel)
+        build = sum(
+            r_out * r_in * math.prod(spec.factor_kernel[:j]) * math.prod(r_kernel[j:]) * spec.factor_kernel[j]
+            for j in range(d)
+        )
+        macs = grid.positions() * spec.in_channels * r_in + grid.out * (kernel + r_out * spec.out_channels)
+        activations = grid.positions() * r_in + grid.out * r_out
+        return Cost(macs, activations, build, kernel if d else 0, 3 + (d > 0))
 
     @classmethod
     def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
@@ -170,9 +191,7 @@ class TuckerLayer(FactorizedLayer):
 
     def singular_values(self) -> Tensor:
         """With U_k = Q_k R_k: W = (G ×_k R_k) ×_k Q_k and the Q_k have orthonormal columns, so W₍ₘₐₜ₎
-        shares its singular values with the matricized small tensor G ×_k R_k. O(Σ n_k r_k² + r³)."""
+        shares its singular values with the small tensor G ×_k R_k unfolded the same way
+        (:meth:`DenseSpec.unfold`). O(Σ n_k r_k² + r³)."""
         small = _mode_products(self.weight.core, [torch.linalg.qr(u)[1] for u in self.weight.factors])
-        if self.spec.is_conv:
-            a, b, c, d = small.shape
-            small = small.permute(0, 2, 1, 3).reshape(a * c, b * d)
-        return torch.linalg.svdvals(small)
+        return torch.linalg.svdvals(self.spec.unfold(small))

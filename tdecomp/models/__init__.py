@@ -4,28 +4,8 @@
 ``in_channels`` (or vocabulary sizes for text models), configs add e.g. ``width``.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-from torch import nn
-
-from .._registry import Registry
-
-MODELS: Registry = Registry("model")
-register_model = MODELS.register
-
-
-def create(name: str, **kwargs: Any) -> nn.Module:
-    """Build model ``name``; ``ValueError`` listing the registered names if unknown."""
-    return MODELS.get(name)(**kwargs)
-
-
-def available_models() -> tuple[str, ...]:
-    return MODELS.names()
-
-
 # Importing the model files registers their names.
-from . import eigendamage, resnet_cifar, small, transformer, vgg, wide_resnet  # noqa: E402,F401
+from . import conv1d, eigendamage, resnet_cifar, small, transformer, vgg, wide_resnet  # noqa: F401
+from .registry import MODELS, available_models, create, register_model
 
 __all__ = ["MODELS", "available_models", "create", "register_model"]

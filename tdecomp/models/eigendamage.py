@@ -24,7 +24,7 @@ from functools import partial
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_model
+from .registry import register_model
 
 RESNET_WIDTHS = (64, 128, 256)
 VGG_CONFIGS: dict[int, list[int | str]] = {  # models/vgg.py:14-19

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_choice
-from . import register_model
+from .registry import register_model
 
 
 class PadShortcut(nn.Module):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from . import register_model
+from .registry import register_model
 
 
 @register_model("mlp")
 class MLP(nn.Module):
-    """Flatten → [Linear-ReLU]×depth → Linear. Input (N, C, H, W) or (N, features)."""
+    """Flatten → [Linear-ReLU]×depth → Linear. Input (N, C, image_size, image_size), or
+    (N, C, length) signals when ``length`` is given."""
 
     def __init__(
         self,
@@ -18,10 +19,11 @@ class MLP(nn.Module):
         image_size: int = 8,
         hidden: int = 256,
         depth: int = 2,
+        length: int | None = None,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        features = in_channels * image_size * image_size
+        features = in_channels * (length if length is not None else image_size * image_size)
         for _ in range(depth):
             layers += [nn.Linear(features, hidden), nn.ReLU()]
             features = hidden

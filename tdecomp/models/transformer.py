@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from .registry import register_model
 
 PAD = 0
 

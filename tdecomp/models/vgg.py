@@ -10,7 +10,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from . import register_model
+from .registry import register_model
 
 CONFIGS: dict[int, list[int | str]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],

@@ -7,7 +7,7 @@ from functools import partial
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_model
+from .registry import register_model
 
 
 class WideBlock(nn.Module):

@@ -1,7 +1,7 @@
 """Training engine: tasks, callbacks, the Trainer and its checkpointing."""
 
+from ..tasks import ClassificationTask, Task
 from .callbacks import Callback, StepInfo
-from .tasks import ClassificationTask, Task
 from .trainer import Trainer, TrainingDiverged, train
 
 __all__ = ["Callback", "ClassificationTask", "StepInfo", "Task", "Trainer", "TrainingDiverged", "train"]

@@ -5,10 +5,15 @@ A callback subclasses :class:`Callback` and overrides any hook. Hooks receive th
 ``model`` (unwrapped from DDP), ``optimizer``, ``scheduler``, ``config``, ``out_dir``
 (``pathlib.Path``), ``device``, ``epoch`` (0-based, current), ``global_step`` (optimizer steps
 done so far), ``is_main`` (rank 0 in distributed runs), ``steps_per_epoch``.
+
+Config keys that switch callbacks on (``track_every``, ``norm_match``) are served by builders that
+the analysis package registers with :func:`register_config_callbacks` when it is imported
+(``import tdecomp`` does), so the trainer never imports analysis code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,3 +51,18 @@ class Callback:
         return {}
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+ConfigCallbacks = Callable[["Trainer"], list[Callback]]
+_CONFIG_CALLBACKS: list[ConfigCallbacks] = []
+
+
+def register_config_callbacks(builder: ConfigCallbacks) -> ConfigCallbacks:
+    """Register ``builder(trainer) -> [callbacks the trainer's config switches on]`` (a decorator)."""
+    _CONFIG_CALLBACKS.append(builder)
+    return builder
+
+
+def config_callbacks(trainer: Trainer) -> list[Callback]:
+    """The callbacks every registered builder derives from ``trainer.config``, in registration order."""
+    return [cb for builder in _CONFIG_CALLBACKS for cb in builder(trainer)]

@@ -18,8 +18,8 @@ import torch
 LAST, PREVIOUS = "last.pt", "previous.pt"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be read."""
+class CheckpointError(ValueError):
+    """A checkpoint exists but cannot be read (a bad input file, as ``json.JSONDecodeError`` is)."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -57,14 +57,26 @@ def load_checkpoint(folder: Path, map_location: torch.device | str = "cpu") -> d
         return torch.load(last, map_location=map_location, weights_only=True)
     except Exception as err:  # any unpickling/zip error means the file is unusable
         previous = folder / PREVIOUS
-        keep = (
-            f"the previous checkpoint {previous} is intact: copy it over {last} to resume from it"
+        fix = (
+            f"to continue from the epoch before, copy the previous checkpoint over it "
+            f"(cp {previous} {last}) and rerun with resume=true"
             if previous.exists()
-            else "no previous checkpoint exists"
+            else f"no {PREVIOUS} exists: remove {folder} and start again"
         )
-        raise CheckpointError(
-            f"checkpoint {last} cannot be read ({type(err).__name__}: {err}); {keep}"
-        ) from err
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {last} cannot be read ({reason}); {fix}") from err
+
+
+def load_model_weights(source: Path | str, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """A model ``state_dict`` from a run folder (its ``last.pt``), a trainer checkpoint (its
+    ``"model"`` entry) or a file holding a plain ``state_dict``."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; pass a run folder holding {LAST} or a checkpoint file")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    return state["model"] if isinstance(state.get("model"), dict) else state
 
 
 def rng_state() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..config import TrainConfig
+from ..run_files import CONFIG, SUMMARY
 
 # stricter than a resume (TrainConfig.conflicts' default): a finished run is reused only for the
 # same experiment, so e.g. other epochs or another device is a clash, not a continuation
@@ -21,7 +22,7 @@ def is_complete(config: TrainConfig) -> bool:
     overwritten or silently reused.
     """
     out = Path(config.out)
-    saved_path, summary_path = out / "config.yaml", out / "summary.json"
+    saved_path, summary_path = out / CONFIG, out / SUMMARY
     if not saved_path.exists():
         return False
     saved = yaml.safe_load(saved_path.read_text())

@@ -7,11 +7,14 @@ Files written to ``config.out`` (main process only):
   ``train_acc``, ``test_loss``, ``test_acc`` (+ task metrics such as ``test_bleu``), ``time_s``;
 - ``last.pt`` / ``previous.pt`` — atomic checkpoints (model, optimizer, scheduler, scaler, RNG,
   callbacks), written every epoch; ``resume=true`` continues from ``last.pt``;
-- ``summary.json`` — final ``test_acc``, ``params``, ``dense_params``, ``param_ratio``, …
+- ``summary.json`` — final ``test_acc``, ``params``, ``dense_params``, ``param_ratio``, ``flops``
+  (forward FLOPs per example, :func:`tdecomp.flops.flop_summary`), ``flop_ratio``, …
 
 Regularization (``reg``): ``fd`` adds λ/2·Σ‖W‖²_F of the factorized products to the loss and gives
-factors no plain weight decay; ``wd`` puts plain weight decay on the factors (the baseline the
-paper criticizes); ``none`` neither. Dense weights keep plain weight decay in every case.
+factors no plain weight decay, and (``rebalance``, default on under ``fd``) equalizes factor norms
+after each step with :func:`tdecomp.rebalance`, a no-op on W; ``wd`` puts plain weight decay on the
+factors (the baseline the paper criticizes); ``none`` neither. Dense weights keep plain weight
+decay in every case.
 """
 
 from __future__ import annotations
@@ -38,19 +41,32 @@ from tqdm.auto import tqdm
 from .. import data as datasets
 from .. import models
 from ..config import TrainConfig
-from ..regularize import frobenius_decay, param_groups
+from ..flops import flop_summary
+from ..regularize import frobenius_decay, param_groups, rebalance
+from ..run_files import CONFIG, METRICS, SUMMARY
 from ..surgery import factorize_model, summarize
-from .callbacks import Callback, StepInfo
-from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .callbacks import Callback, StepInfo, config_callbacks
+from .checkpoint import (
+    LAST,
+    load_checkpoint,
+    load_model_weights,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from .distributed import barrier, init_distributed
 from .schedule import lr_multiplier
 
-METRICS, SUMMARY, CONFIG = "metrics.jsonl", "summary.json", "config.yaml"
 log = logging.getLogger("tdecomp.train")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`; the message names the last epoch a resume continues after."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,6 +106,29 @@ class Trainer:
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
         self.out_dir = Path(config.out)
+        self._setup_device()
+        seed_everything(config.seed)
+        self.data = self._build_data()
+        self.task = self.data.task
+        self.model = self._build_model()
+        self.optimizer = self._build_optimizer()
+        self.sampler, self.train_loader, self.test_loader = self._build_loaders()
+        self.steps_per_epoch = len(self.train_loader)
+        self.scheduler = self._build_scheduler()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.forward_model = self._build_forward()
+        # FD is dozens of tiny Gram products per layer: launch/dispatch-bound, so it gains from
+        # compilation as much as the model does (2.4× on CPU for ResNet-20 Tucker).
+        self.frobenius_decay = torch.compile(frobenius_decay) if config.compile else frobenius_decay
+        self.callbacks: list[Callback] = [*callbacks, *config_callbacks(self)]
+        self.epoch = 0
+        self.global_step = 0
+        self.elapsed = 0.0
+
+    # ------------------------------------------------------------------ construction helpers
+    def _setup_device(self) -> None:
+        """``device``, the distributed context ``dist`` and ``is_main``; rejects settings they can't run."""
+        config = self.config
         self.device = resolve_device(config.device)
         self.dist = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -103,9 +142,10 @@ class Trainer:
                 f"batch_size={config.batch_size} must be divisible by the "
                 f"{self.dist.world_size} distributed processes"
             )
-        seed_everything(config.seed)
 
-        self.data = datasets.create(
+    def _build_data(self) -> datasets.DataBundle:
+        config = self.config
+        return datasets.create(
             config.data,
             root=config.data_dir,
             download=config.download,
@@ -113,9 +153,14 @@ class Trainer:
             subset=config.subset,
             **config.data_kwargs,
         )
-        self.task = self.data.task
-        model = models.create(config.model, **self.data.model_kwargs, **config.model_kwargs)
+
+    def _build_model(self) -> nn.Module:
+        """The config's model, factorized per ``config.family``, on the device; sets ``dense_params``."""
+        config = self.config
+        model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
         self.dense_params = sum(p.numel() for p in model.parameters())
+        if config.init_from:  # e.g. a trained dense model to compress (tdecomp compress)
+            model.load_state_dict(load_model_weights(config.init_from))
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
             factorize_model(
@@ -126,16 +171,18 @@ class Trainer:
                 skip=skip,
                 progress=self.is_main and config.progress,
                 targets=config.targets,
+                allocation=config.allocation,
                 budget=config.budget,
                 **config.family_options,
             )
         model.to(self.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.model = model
+        return model
 
-        self.optimizer = self._build_optimizer()
-        self.sampler = DistributedSampler(
+    def _build_loaders(self) -> tuple[DistributedSampler, DataLoader, DataLoader]:
+        config = self.config
+        sampler = DistributedSampler(
             self.data.train,
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
@@ -148,42 +195,38 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=config.workers > 0,
         )
-        self.train_loader = DataLoader(
+        train_loader = DataLoader(
             self.data.train,
             batch_size=config.batch_size // self.dist.world_size,
-            sampler=self.sampler,
+            sampler=sampler,
             **loader_kw,
         )
-        self.test_loader = DataLoader(self.data.test, batch_size=config.eval_batch_size, **loader_kw)
-        self.steps_per_epoch = len(self.train_loader)
-        total_steps = config.epochs * self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        test_loader = DataLoader(self.data.test, batch_size=config.eval_batch_size, **loader_kw)
+        return sampler, train_loader, test_loader
+
+    def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        config = self.config
+        return torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lr_multiplier(
                 config.schedule,
-                total_steps,
+                config.epochs * self.steps_per_epoch,
                 config.warmup_steps or round(config.warmup_epochs * self.steps_per_epoch),
                 config.milestones,
                 config.gamma,
                 config.warmup_factor,
             ),
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
-        forward: nn.Module = model
+
+    def _build_forward(self) -> nn.Module:
+        """The module the training step calls: the model, wrapped in DDP and compiled as configured."""
+        forward: nn.Module = self.model
         if self.dist.enabled:
             forward = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.forward_model = torch.compile(forward) if config.compile else forward
-        # FD is dozens of tiny Gram products per layer: launch/dispatch-bound, so it gains from
-        # compilation as much as the model does (2.4× on CPU for ResNet-20 Tucker).
-        self.frobenius_decay = torch.compile(frobenius_decay) if config.compile else frobenius_decay
-        self.callbacks: list[Callback] = [*callbacks, *self._config_callbacks()]
-        self.epoch = 0
-        self.global_step = 0
-        self.elapsed = 0.0
+        return torch.compile(forward) if self.config.compile else forward
 
-    # ------------------------------------------------------------------ construction helpers
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0,
@@ -195,22 +238,6 @@ class Trainer:
         if cfg.optimizer in ("sgd", "nag"):
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nag")
         return torch.optim.AdamW(groups, lr=cfg.lr)
-
-    def _config_callbacks(self) -> list[Callback]:
-        """Callbacks that config keys switch on (analysis tools, imported only when used).
-
-        ``norm_match`` comes first so that the tracker records the rescaled weights.
-        """
-        found: list[Callback] = []
-        if self.config.norm_match:
-            from analysis.norm_matching import NormMatching
-
-            found.append(NormMatching(self.model, self.config.norm_match))
-        if self.config.track_every > 0:
-            from analysis.dynamics import DynamicsTracker
-
-            found.append(DynamicsTracker(self.model, self.optimizer, self.config.track_every, self.out_dir))
-        return found
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.amp == "none":
@@ -228,11 +255,17 @@ class Trainer:
         start_epoch = self._start()
         for cb in self.callbacks:
             cb.on_train_start(self)
-        for epoch in range(start_epoch, self.config.epochs):
-            self.epoch = epoch
-            tic = time.perf_counter()
-            sums = self._train_epoch(epoch)
-            self._end_epoch(epoch, sums, tic)
+        done = start_epoch
+        try:
+            for epoch in range(start_epoch, self.config.epochs):
+                self.epoch = epoch
+                tic = time.perf_counter()
+                sums = self._train_epoch(epoch)
+                self._end_epoch(epoch, sums, tic)
+                done = epoch + 1
+        except KeyboardInterrupt:
+            saved = f"{self.out_dir / LAST} holds it" if done else "no checkpoint yet"
+            raise TrainingInterrupted(f"interrupted after epoch {done} of {self.config.epochs} ({saved})") from None
         summary = self._summary()
         for cb in self.callbacks:
             cb.on_train_end(self, summary)
@@ -256,6 +289,8 @@ class Trainer:
         barrier(self.dist)
         state = load_checkpoint(out, map_location=self.device) if cfg.resume else None
         if state is None:
+            if cfg.resume:
+                self.log(f"resume=true: {out} holds no checkpoint ({LAST}) yet; starting a fresh run")
             if self.is_main:
                 out.mkdir(parents=True, exist_ok=True)
                 cfg.to_yaml(out / CONFIG)
@@ -335,6 +370,8 @@ class Trainer:
                 cb.on_before_optimizer_step(self)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if cfg.rebalances:
+                rebalance(self.model, self.optimizer)
             self.scheduler.step()
             self.global_step += 1
             for key, v in stats.items():
@@ -414,6 +451,7 @@ class Trainer:
             "dense_params": self.dense_params,
             "param_ratio": params / self.dense_params,
             "factorized_layer_ratio": report.ratio if report.layers else 1.0,
+            **flop_summary(self.model, self.task, next(self._batches(self.test_loader))),
             "epochs": last["epoch"],
             "time_s": last["time_s"],
             **{k: getattr(cfg, k) for k in ("model", "data", "family", "rank", "init", "reg", "seed")},

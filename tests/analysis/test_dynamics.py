@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 import tdecomp
-from analysis.dynamics import DYNAMICS, DynamicsTracker, read_dynamics
-from analysis.norm_matching import NormMatching, interpolate
+from tdecomp.analysis.dynamics import DYNAMICS, DynamicsTracker, read_dynamics
+from tdecomp.analysis.norm_matching import NormMatching, interpolate
 from tdecomp.config import load_config
 from tdecomp.train import Callback, train
+from tests import tensor_ring  # noqa: F401  (registers "tensor_ring": its tracker quantities use the fallbacks)
 
 LR, WD, FD, MOMENTUM = 0.05, 3e-3, 2e-3, 0.9
 
@@ -32,11 +33,13 @@ class Zoo(nn.Module):
         self.cp = tdecomp.factorize(nn.Conv2d(6, 8, (3, 2), padding=1), "cp", 0.5, init="random")
         self.tucker = tdecomp.factorize(nn.Conv2d(6, 8, 3), "tucker", 0.5, init="random")
         self.tt = tdecomp.factorize(nn.Linear(8, 9), "tt", 0.6, init="random")
+        self.ring = tdecomp.factorize(nn.Conv2d(6, 8, 3, padding=1), "tensor_ring", 2, init="random")  # fallbacks
         self.head = nn.Linear(9, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.relu(self.dense_conv(x))
         z = self.lowrank(z)[:, :6] + self.cp(z)[:, :6, :-1, :-1].sum() * 1e-2 + self.tucker(z).mean()
+        z = z + self.ring(z)[:, :6]
         v = self.over(z.mean((2, 3)).repeat(1, 2)[:, :8])
         return self.head(self.tt(torch.cat([v, z.mean((1, 2, 3))[:, None]], 1)[:, :8]))
 
@@ -98,7 +101,7 @@ def test_every_tracked_quantity_equals_brute_force_on_materialized_weights():
     tracker.close()
     assert [r["step"] for r in tracker.records] == [0, 3, 6]
     families = {"dense_conv": "dense", "head": "dense", "lowrank": "lowrank", "over": "lowrank", "cp": "cp",
-                "tucker": "tucker", "tt": "tt"}
+                "tucker": "tucker", "tt": "tt", "ring": "tensor_ring"}
     for record in tracker.records:
         step = record["step"]
         assert set(record["layers"]) == set(families)
@@ -131,7 +134,7 @@ def test_every_tracked_quantity_equals_brute_force_on_materialized_weights():
             if families[name] == "dense":
                 assert not {"balancedness", "nuclear_bound", "factor_norms"} & set(entry)
     # the factor-side quantities, at the last record (factors are those of step 6)
-    for name in ("lowrank", "over", "cp", "tucker", "tt"):
+    for name in ("lowrank", "over", "cp", "tucker", "tt", "ring"):
         entry, layer = tracker.records[-1]["layers"][name], getattr(model, name)
         norms = [float(f.detach().double().norm()) for f in layer.factors()]
         assert entry["factor_norms"] == pytest.approx(norms, rel=1e-10)

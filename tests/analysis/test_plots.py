@@ -10,7 +10,7 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis import plots  # noqa: E402
+from tdecomp.analysis import plots  # noqa: E402
 from tdecomp.cli import main  # noqa: E402
 from tdecomp.config import load_config  # noqa: E402
 from tdecomp.train import train  # noqa: E402
@@ -39,7 +39,6 @@ def test_labels_and_legend_one_entry_per_run(run_dirs):
 
 @pytest.mark.parametrize("name,lines_in_aggregate", [
     ("weight_norm", 3), ("effective_step", 3), ("stable_rank", 3),
-    ("angular_update", 6),  # measured (solid) and equilibrium (dashed) per run
     ("nuclear_norm", 5),  # nuclear norm for all 3, the factor bound for the 2 factorized runs
     ("balancedness", 2),  # factorized runs only
 ])
@@ -55,6 +54,33 @@ def test_dynamics_figures_have_the_expected_lines(run_dirs, name, lines_in_aggre
             # every step 1…6 recorded (3 steps per epoch, 2 epochs), and step 0 where defined
             assert list(line.get_xdata())[-6:] == [1, 2, 3, 4, 5, 6]
     plt.close(fig)
+
+
+def test_angular_update_draws_each_distinct_equilibrium_once(run_dirs):
+    runs = plots.load_runs(run_dirs)
+    fig = plots.angular_update(runs)
+    for ax in (ax for ax in fig.axes if ax.get_visible()):
+        solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+        dashed = [tuple(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert len(solid) == 3 and dashed and len(set(dashed)) == len(dashed)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][:3] == [r.label for r in runs]
+    plt.close(fig)
+
+
+def test_legend_lists_only_runs_the_figure_draws(run_dirs):
+    fig = plots.balancedness(plots.load_runs(run_dirs))
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["lowrank SI+FD", "lowrank SI+WD"]  # no "dense"
+    plt.close(fig)
+
+
+def test_colours_follow_the_method_and_markers_the_family(run_dirs):
+    from tdecomp.analysis.style import FAMILY_MARKERS, METHOD_COLOURS
+
+    runs = plots.load_runs(run_dirs)
+    assert [r.colour for r in runs] == [METHOD_COLOURS[m] for m in ("dense", "SI+FD", "SI+WD")]
+    assert [r.marker for r in runs] == [FAMILY_MARKERS[f] for f in ("dense", "lowrank", "lowrank")]
 
 
 def test_training_curves_one_line_per_run_per_panel(run_dirs):

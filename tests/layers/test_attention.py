@@ -10,7 +10,7 @@ from torch import nn
 
 import tdecomp
 from tdecomp.layers.attention import FactorizedMultiheadAttention
-from tdecomp.testing import assert_rel_close
+from tests.helpers import assert_rel_close
 
 E, H, D = 12, 3, 4  # embed dim, heads, head dim
 CASES = {

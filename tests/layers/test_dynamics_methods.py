@@ -18,10 +18,10 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 import tdecomp
-from tdecomp.testing import assert_rel_close
-from tests.conftest import FAMILIES, make_dense
+from tests.helpers import FAMILIES, assert_rel_close, make_dense, matricize
 
-CASES = ("linear", "conv3x3_s1_p1", "conv1x1", "conv3x2_s21_reflect")
+CASES = ("linear", "conv3x3_s1_p1", "conv1x1", "conv3x2_s21_reflect", "conv1x5_s21_p12", "conv1d_k5_s2",
+         "conv3d_k3_p1")
 OVERCOMPLETE = ("linear", "conv3x3_s1_p1")
 
 
@@ -48,14 +48,6 @@ def _with_factors(layer: tdecomp.FactorizedLayer, factors: list[torch.Tensor]) -
     return clone.reconstruct()
 
 
-def _matrix(w: torch.Tensor) -> torch.Tensor:
-    """(c_out·k_h) × (c_in·k_w) with rows (o, h) and columns (i, w); a Linear weight as is."""
-    if w.ndim == 2:
-        return w
-    o, i, kh, kw = w.shape
-    return torch.einsum("oihw->ohiw", w).reshape(o * kh, i * kw)
-
-
 @pytest.mark.parametrize("family,case,ratio", _layers())
 def test_inner_equals_brute_force_inner_of_reconstructions(family, case, ratio):
     layer = _build(family, case, ratio)
@@ -68,7 +60,7 @@ def test_inner_equals_brute_force_inner_of_reconstructions(family, case, ratio):
 @pytest.mark.parametrize("family,case,ratio", _layers())
 def test_singular_values_equal_svd_of_the_materialized_matricization(family, case, ratio):
     layer = _build(family, case, ratio)
-    brute = torch.linalg.svdvals(_matrix(layer.reconstruct().detach()))
+    brute = torch.linalg.svdvals(matricize(layer.reconstruct().detach()))
     fast = layer.singular_values().detach()
     assert fast.ndim == 1 and fast.numel() <= brute.numel()
     assert torch.all(fast[:-1] >= fast[1:]), "not descending"

@@ -9,8 +9,16 @@ from torch import nn
 from torch.func import functional_call
 
 import tdecomp
-from tdecomp.testing import assert_rel_close, hosvd_error, relative_error
-from tests.conftest import DENSE_CASES, FAMILIES, make_dense
+from tests.helpers import (
+    BUILTIN_FAMILIES,
+    DENSE_CASES,
+    FAMILIES,
+    assert_rel_close,
+    hosvd_error,
+    make_dense,
+    matricize,
+    relative_error,
+)
 
 CASES = tuple(DENSE_CASES)
 
@@ -72,13 +80,16 @@ def test_frobenius_sq_gradient_matches_finite_differences(family):
 
 
 def _tensorly_reconstruction(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
-    """tensorly's own ``*_to_tensor`` on the layer's tltorch factors, in the layer's weight layout."""
+    """tensorly's own ``*_to_tensor`` on the layer's tltorch factors, in the dense weight's layout
+    (the factors cover the kernel axes of size > 1 only: the reshape restores the size-1 axes)."""
     with tl.backend_context("pytorch"):
         if layer.family == "cp":
-            return tl.cp_to_tensor((layer.weight.weights, list(layer.weight.factors)))
-        if layer.family == "tucker":
-            return tl.tucker_to_tensor((layer.weight.core, list(layer.weight.factors)))
-        return tl.tt_to_tensor(list(layer.weight.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
+            tensor = tl.cp_to_tensor((layer.weight.weights, list(layer.weight.factors)))
+        elif layer.family == "tucker":
+            tensor = tl.tucker_to_tensor((layer.weight.core, list(layer.weight.factors)))
+        else:
+            tensor = tl.tt_to_tensor(list(layer.weight.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
+    return tensor.reshape(layer.spec.weight_shape)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -90,20 +101,12 @@ def test_tensor_reconstruction_equals_tensorly(family, case):
     assert layer.reconstruct().shape == module.weight.shape
 
 
-def _matricize(w: torch.Tensor) -> torch.Tensor:
-    """(c_out·k_h) × (c_in·k_w): the matricization whose separable form is a 1×k then k×1 conv."""
-    if w.ndim == 2:
-        return w
-    o, i, kh, kw = w.shape
-    return w.permute(0, 2, 1, 3).reshape(o * kh, i * kw)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_lowrank_spectral_init_is_eckart_young_optimal_and_balanced(case):
     module, _ = make_dense(case)
     w = module.weight.detach()
     layer = tdecomp.factorize(module, "lowrank", 2)
-    s = torch.linalg.svdvals(_matricize(w))
+    s = torch.linalg.svdvals(matricize(w))
     optimum = s[2:].square().sum().sqrt()
     assert torch.allclose((layer.reconstruct() - w).norm(), optimum, rtol=1e-9)
     gu, gv = layer.U.T @ layer.U, layer.V.T @ layer.V
@@ -115,7 +118,7 @@ def test_lowrank_spectral_init_is_eckart_young_optimal_and_balanced(case):
 def test_full_rank_spectral_init_is_exact_and_forward_equals_dense(family, case):
     module, x = make_dense(case)
     if family == "lowrank":  # beyond min(m, n) lowrank turns overcomplete instead of clamping
-        layer = tdecomp.factorize(module, family, min(_matricize(module.weight).shape))
+        layer = tdecomp.factorize(module, family, min(matricize(module.weight).shape))
     else:
         with pytest.warns(UserWarning, match="exceeds the maximum"):
             layer = tdecomp.factorize(module, family, 10_000)
@@ -191,7 +194,7 @@ def test_to_dense_state_dict_and_param_count(family, case):
     assert layer.param_ratio == pytest.approx(counted / sum(p.numel() for p in module.parameters()))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", BUILTIN_FAMILIES)  # the ring's single rank moves in ~7% steps here
 def test_float_rank_hits_the_parameter_ratio(family):
     module = nn.Conv2d(128, 256, 3)
     for ratio in (0.05, 0.1, 0.25, 0.5):
@@ -238,3 +241,63 @@ def test_dtype_and_repr(family):
     text = repr(layer)
     assert f"family={family}" in text and f"rank={layer.rank}" in text and "of dense" in text
 
+
+
+def _copy_weight(module: nn.Module, weight: torch.Tensor) -> nn.Module:
+    with torch.no_grad():
+        module.weight.copy_(weight.reshape(module.weight.shape))
+    return module.double()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_size_one_kernel_axes_get_no_factor(family):
+    """A (1, 5) or (5, 1) Conv2d is factorized exactly like a Conv1d(k=5), a 1×1 conv like a Linear."""
+    conv1d, linear = nn.Conv1d(6, 8, 5).double(), nn.Linear(6, 8).double()
+    pairs = [
+        (conv1d, _copy_weight(nn.Conv2d(6, 8, (1, 5)), conv1d.weight)),
+        (conv1d, _copy_weight(nn.Conv2d(6, 8, (5, 1)), conv1d.weight)),
+        (conv1d, _copy_weight(nn.Conv3d(6, 8, (1, 5, 1)), conv1d.weight)),
+        (linear, _copy_weight(nn.Conv2d(6, 8, 1), linear.weight)),
+    ]
+    for reference, module in pairs:
+        torch.manual_seed(0)
+        expected = tdecomp.factorize(reference, family, 0.4)
+        torch.manual_seed(0)
+        layer = tdecomp.factorize(module, family, 0.4)
+        assert len(layer.rank_names(layer.spec)) == len(expected.rank_names(expected.spec))
+        assert layer.rank == expected.rank
+        assert [f.shape for f in layer.factors()] == [f.shape for f in expected.factors()]
+        for a, b in zip(layer.factors(), expected.factors()):
+            assert_rel_close(a, b, 1e-10, f"{family} factor of {module}")
+        assert layer.reconstruct().shape == module.weight.shape
+
+
+FACTORS_3X3 = {  # nn.Conv2d(6, 8, 3) at explicit ranks: the layout every 2-D kernel keeps
+    "lowrank": ((4,), ("r",), [(24, 4), (18, 4)]),
+    "cp": ((5,), ("R",), [(8, 5), (6, 5), (3, 5), (3, 5)]),
+    "tucker": ((4, 3, 2, 3), ("c_out", "c_in", "k_h", "k_w"), [(4, 3, 2, 3), (8, 4), (6, 3), (3, 2), (3, 3)]),
+    "tt": ((3, 4, 5), ("c_in|k_h", "k_h|k_w", "k_w|c_out"), [(1, 6, 3), (3, 3, 4), (4, 3, 5), (5, 8, 1)]),
+}
+
+
+@pytest.mark.parametrize("family", BUILTIN_FAMILIES)
+def test_3x3_conv_keeps_one_factor_per_mode(family):
+    rank, names, shapes = FACTORS_3X3[family]
+    layer = tdecomp.factorize(nn.Conv2d(6, 8, 3), family, rank)
+    assert layer.rank == rank and layer.rank_names(layer.spec) == names
+    assert [tuple(f.shape) for f in layer.factors()] == shapes
+
+
+@pytest.mark.parametrize(
+    "module,names",
+    [
+        (nn.Conv1d(6, 8, 3), ("c_out", "c_in", "k")),
+        (nn.Conv2d(6, 8, (1, 3)), ("c_out", "c_in", "k_w")),
+        (nn.Conv3d(6, 8, 3), ("c_out", "c_in", "k_d", "k_h", "k_w")),
+        (nn.Conv3d(6, 8, (3, 1, 2)), ("c_out", "c_in", "k_d", "k_w")),
+    ],
+)
+def test_rank_tuples_follow_the_kernel_modes_of_size_above_one(module, names):
+    assert tdecomp.get_family("tucker").rank_names(tdecomp.DenseSpec.from_module(module)) == names
+    with pytest.raises(ValueError, match=f"must have {len(names)} entries"):
+        tdecomp.factorize(module, "tucker", (2,) * (len(names) + 1))

@@ -12,8 +12,8 @@ from torch import nn
 
 import tdecomp
 from tdecomp.config import load_config
-from tdecomp.testing import assert_rel_close
 from tdecomp.train import train
+from tests.helpers import assert_rel_close
 
 MODES = ("balanced", "wide", "deep")
 
@@ -64,8 +64,14 @@ def test_paper_rank_rule_equals_the_official_rank(scale, module):
 
 
 def LR_DIMS(module: nn.Module) -> tuple[int, int]:
+    """Our matricization: (c_out·k_h) × (c_in·k_w), or c_out × (c_in·k) when one kernel axis is 1."""
     w = module.weight
-    return (w.shape[0] * w.shape[2], w.shape[1] * w.shape[3]) if w.ndim == 4 else tuple(w.shape)
+    if w.ndim == 2:
+        return tuple(w.shape)
+    kernel = [k for k in w.shape[2:] if k > 1]
+    if len(kernel) == 2:
+        return w.shape[0] * kernel[0], w.shape[1] * kernel[1]
+    return w.shape[0], w.shape[1] * math.prod(kernel)
 
 
 def test_kaiming_factors_draws_each_factor_as_the_official_code():

@@ -1,6 +1,7 @@
 """The trainer's regularization pinned to its definition: one optimizer step with ``reg=fd`` is SGD
 on loss + λ/2·Σ‖W‖²_F of the materialized products (autograd on ``reconstruct()``), and with
-``reg=wd`` SGD with weight decay λ on the factors (dense weights get λ in both)."""
+``reg=wd`` SGD with weight decay λ on the factors (dense weights get λ in both); ``rebalance`` (default
+on under ``fd``) then applies :func:`tdecomp.rebalance` to the stepped parameters."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import copy
 import pytest
 import torch
 
+import tdecomp
 from tdecomp.config import load_config
 from tdecomp.layers.base import FactorizedLayer
 from tdecomp.train import Trainer
@@ -16,10 +18,11 @@ from tdecomp.train import Trainer
 LR, LAM = 0.1, 0.05
 
 
-def _one_step(tmp_path, reg: str, family: str):
+def _one_step(tmp_path, reg: str, family: str, rebalance: bool | None):
     cfg = load_config(None, dict(model="cnn", model_kwargs={"width": 0.5}, data="digits", subset=64,
                                  batch_size=64, epochs=1, lr=LR, weight_decay=LAM, family=family,
-                                 rank=0.4, reg=reg, schedule="constant", progress=False, out=str(tmp_path / reg)))
+                                 rank=0.4, reg=reg, rebalance=rebalance, schedule="constant", progress=False,
+                                 out=str(tmp_path / reg)))
     trainer = Trainer(cfg)
     before = copy.deepcopy(trainer.model)
     trainer.sampler.set_epoch(0)
@@ -29,7 +32,9 @@ def _one_step(tmp_path, reg: str, family: str):
 
 
 def _expected(trainer, model, batch, reg: str) -> dict[str, torch.Tensor]:
-    """SGD by hand: loss (+ λ/2 ‖reconstruct()‖² for fd) by autograd, then p − lr·(g + decay·p)."""
+    """SGD by hand: loss (+ λ/2 ‖reconstruct()‖² for fd) by autograd, then p − lr·(g + decay·p),
+    then :func:`tdecomp.rebalance` on a copy of ``model`` holding those values if the trainer's
+    config rebalances."""
     loss, _ = trainer.task.training_step(model, batch)
     factorized = [m for m in model.modules() if isinstance(m, FactorizedLayer)]
     if reg == "fd":
@@ -42,13 +47,21 @@ def _expected(trainer, model, batch, reg: str) -> dict[str, torch.Tensor]:
         decayed = (p.ndim >= 2 and "bn" not in name and id(p) not in factor_ids) or (
             id(p) in factor_ids and reg == "wd")
         out[name] = p.detach() - LR * (g + (LAM * p.detach() if decayed else 0))
-    return out
+    if not trainer.config.rebalances:
+        return out
+    stepped = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in stepped.named_parameters():
+            p.copy_(out[name])
+        tdecomp.rebalance(stepped)
+    return {name: p.detach() for name, p in stepped.named_parameters()}
 
 
 @pytest.mark.parametrize("family", ["lowrank", "tucker"])
-@pytest.mark.parametrize("reg", ["fd", "wd"])
-def test_one_step_equals_sgd_on_the_regularized_objective(tmp_path, reg, family):
-    trainer, before, batch = _one_step(tmp_path, reg, family)
+@pytest.mark.parametrize(("reg", "rebalance"), [("fd", None), ("fd", False), ("wd", None)])
+def test_one_step_equals_sgd_on_the_regularized_objective(tmp_path, reg, rebalance, family):
+    trainer, before, batch = _one_step(tmp_path, reg, family, rebalance)
+    assert trainer.config.rebalances == (reg == "fd" and rebalance is None)
     expected = _expected(trainer, before, batch, reg)
     after = dict(trainer.model.named_parameters())
     assert set(after) == set(expected)

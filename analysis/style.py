@@ -1,0 +1,50 @@
+"""One look for every figure: a fixed colour per method and a fixed marker per family.
+
+Colours are the Okabe–Ito palette (distinguishable under the common colour-vision deficiencies):
+each regularizer gets a hue pair, dark for spectral init (SI) and light for random init, so a
+reader can tell FD from WD at a glance in any figure. Methods and families not listed here (a
+user's own family, a label such as ``norm-matched``) get the fallbacks, in first-seen order.
+"""
+
+from __future__ import annotations
+
+METHOD_COLOURS: dict[str, str] = {
+    "dense": "#000000",
+    "SI+FD": "#0072B2",  # blue
+    "random+FD": "#56B4E9",  # sky blue
+    "SI+WD": "#D55E00",  # vermillion
+    "random+WD": "#E69F00",  # orange
+    "SI+none": "#009E73",  # bluish green
+    "random+none": "#F0E442",  # yellow
+}
+NORM_MATCHED_COLOUR = "#CC79A7"  # reddish purple: a norm-matched run of any method
+FALLBACK_COLOURS = ("#7F7F7F", "#8C564B", "#BCBD22", "#17BECF", "#9467BD")
+
+FAMILY_MARKERS: dict[str, str] = {"dense": "*", "lowrank": "o", "cp": "s", "tucker": "^", "tt": "D"}
+FALLBACK_MARKERS = ("v", "P", "X", "h", "<", ">")
+
+# Okabe–Ito in a fixed order, for figures whose series are neither methods nor families
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+_seen_methods: list[str] = []
+_seen_families: list[str] = []
+
+
+def method_colour(method: str) -> str:
+    """The colour of ``method`` (``SI+FD``, …; a trailing ``norm-matched`` takes its own colour)."""
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    if method.endswith("norm-matched"):
+        return NORM_MATCHED_COLOUR
+    if method not in _seen_methods:
+        _seen_methods.append(method)
+    return FALLBACK_COLOURS[_seen_methods.index(method) % len(FALLBACK_COLOURS)]
+
+
+def family_marker(family: str) -> str:
+    """The marker of ``family`` (``lowrank`` ``o``, ``cp`` ``s``, ``tucker`` ``^``, ``tt`` ``D``)."""
+    if family in FAMILY_MARKERS:
+        return FAMILY_MARKERS[family]
+    if family not in _seen_families:
+        _seen_families.append(family)
+    return FALLBACK_MARKERS[_seen_families.index(family) % len(FALLBACK_MARKERS)]

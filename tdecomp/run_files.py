@@ -1,0 +1,6 @@
+"""The files of a run folder, named once: what the trainer writes and everything else reads."""
+
+CONFIG = "config.yaml"  # the resolved TrainConfig
+METRICS = "metrics.jsonl"  # one record per epoch
+SUMMARY = "summary.json"  # written when the run finishes
+DYNAMICS = "dynamics.jsonl"  # DynamicsTracker records (track_every > 0)
