@@ -281,8 +281,9 @@ class FactorizedLayer(Factorized):
 
     @classmethod
     @abstractmethod
-    def count_params(cls, spec: DenseSpec, rank: Sequence[int]) -> int:
-        """Weight parameters (bias excluded) of a layer with these ranks."""
+    def count_params(cls, spec: DenseSpec, rank: Sequence[int], **options: Any) -> int:
+        """Weight parameters (bias excluded) of a layer with these ranks (and family ``options``, e.g.
+        low rank's ``overcomplete``)."""
 
     @abstractmethod
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
