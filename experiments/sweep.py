@@ -1,6 +1,8 @@
 """Grid sweeps: a base config × axes → one run folder per job, named from the job's axis values.
 
-A sweep is a YAML config whose optional ``sweep:`` section maps keys to lists of values, plus
+A sweep is a YAML config whose optional ``sweep:`` section maps keys to lists of values (or is a
+list of such mappings: the union of their grids, for grids that are not one product, e.g. the
+official rank-scale study that runs ``overcomplete=deep`` only at scale 1), plus
 command-line items ``key=v1,v2,…`` (a comma list makes ``key`` an axis; a single value is a fixed
 override unless the key is already an axis of the YAML). The grid is the Cartesian product of the
 axes, in the order they first appear (YAML, then command line). Dotted keys reach nested values
@@ -30,15 +32,18 @@ from typing import Any
 import yaml
 
 from tdecomp.config import CHOICES, TrainConfig, load_config
+from tdecomp.init import INIT_METHODS
 from tdecomp.results import DENSE_IRRELEVANT, method_label
 from tdecomp.train.checkpoint import LAST
 from tdecomp.train.runs import is_complete
 
 SWEEP_KEY = "sweep"
-# every init × reg combination, keyed by the label results tables give it
+# every generic init (spectral, random) × reg combination, keyed by the label results tables give
+# it; the official per-factor inits (kaiming-factors, fanout-factors) also label as "random" and
+# are set by init= in the paper configs, not by a method name
 METHODS: dict[str, dict[str, str]] = {"dense": {"family": "dense"}} | {
     method_label({"family": "factorized", "init": init, "reg": reg}): {"init": init, "reg": reg}
-    for init in CHOICES["init"]
+    for init in INIT_METHODS
     for reg in CHOICES["reg"]
 }
 STATUSES = ("done", "partial", "new")
@@ -59,11 +64,21 @@ class Job:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A base config (``values``, without the ``sweep:`` section) and its axes."""
+    """A base config (``values``, without the ``sweep:`` section) and its grids of axes."""
 
     base: dict[str, Any]
-    axes: dict[str, list[Any]]
+    grids: tuple[dict[str, list[Any]], ...]
     root: Path
+
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        """Every axis of every grid, values in first-seen order."""
+        merged: dict[str, list[Any]] = {}
+        for grid in self.grids:
+            for key, values in grid.items():
+                merged.setdefault(key, [])
+                merged[key] += [v for v in values if v not in merged[key]]
+        return merged
 
 
 def parse_items(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -108,23 +123,26 @@ def load_sweep(config: Path | str | None, items: Sequence[str] = (), root: Path 
         if not isinstance(base, dict):
             raise ValueError(f"config file {config} must hold a mapping of keys to values")
     section = base.pop(SWEEP_KEY, None) or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"the {SWEEP_KEY!r} section of {config} must map keys to lists of values, got {section!r}")
-    axes = {k: list(v) if isinstance(v, list) else [v] for k, v in section.items()}
+    sections = section if isinstance(section, list) else [section]
+    if not all(isinstance(s, dict) for s in sections):
+        raise ValueError(f"the {SWEEP_KEY!r} section of {config} must map keys to lists of values "
+                         f"(or be a list of such mappings), got {section!r}")
+    grids = [{k: list(v) if isinstance(v, list) else [v] for k, v in s.items()} for s in sections]
     fixed, cli_axes = parse_items(items)
     for key, value in fixed.items():
-        if key in axes:  # a YAML axis narrowed on the command line stays an axis (stable names)
+        in_grid = [axes for axes in grids if key in axes]
+        for axes in in_grid:  # a YAML axis narrowed on the command line stays an axis (stable names)
             axes[key] = [value]
-        elif key != "out":
+        if not in_grid and key != "out":
             _set(base, key, value)
-    axes.update(cli_axes)
-    if "method" in axes:
-        for label in axes["method"]:
+    for axes in grids:
+        axes.update(cli_axes)
+        for label in axes.get("method", ()):
             if label not in METHODS:
                 raise ValueError(f"method={label!r} is not valid; expected one of: {', '.join(METHODS)}")
     if root is None:
         root = fixed.get("out") or Path("runs") / (Path(config).stem if config is not None else "sweep")
-    return Sweep(base, axes, Path(root))
+    return Sweep(base, tuple(grids), Path(root))
 
 
 def _slug(value: Any) -> str:
@@ -148,10 +166,9 @@ def job_name(values: dict[str, Any], config: TrainConfig) -> str:
 
 def expand(sweep: Sweep) -> list[Job]:
     """All jobs of ``sweep``, in grid order, duplicates (e.g. one dense run per rank) removed."""
-    keys = list(sweep.axes)
     jobs: dict[str, Job] = {}
-    for combo in itertools.product(*(sweep.axes[k] for k in keys)):
-        values = dict(zip(keys, combo))
+    combos = (dict(zip(axes, combo)) for axes in sweep.grids for combo in itertools.product(*axes.values()))
+    for values in combos:
         merged = copy.deepcopy(sweep.base)
         for key, value in values.items():
             if key != "method":

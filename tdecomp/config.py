@@ -18,14 +18,19 @@ from typing import Any
 import yaml
 
 from ._validation import check_choice
-from .init import INIT_METHODS
+from .init import LAYER_INIT_METHODS
+from .layers.lowrank import OVERCOMPLETE_MODES, RANK_RULES
+from .surgery import BUDGETS
 
 FAMILY_CHOICES_EXTRA = ("dense",)
 CHOICES: dict[str, tuple[str, ...]] = {
-    "init": INIT_METHODS,
+    "init": LAYER_INIT_METHODS,
+    "overcomplete": OVERCOMPLETE_MODES,
+    "rank_rule": RANK_RULES,
+    "budget": BUDGETS,
     "reg": ("fd", "wd", "none"),
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("step", "cosine", "constant"),
+    "optimizer": ("sgd", "nag", "adamw"),
+    "schedule": ("step", "cosine", "inverse_sqrt", "constant"),
     "amp": ("none", "bf16", "fp16"),
 }
 # ``compile``: false (eager), true (= "default") or a torch.compile mode; "reduce-overhead" also
@@ -67,23 +72,30 @@ class TrainConfig:
     # factorization
     family: str = "dense"  # dense | lowrank | cp | tucker | tt
     rank: float | int | list[int] = 0.25  # float: parameter ratio; int/list: explicit ranks
-    init: str = "spectral"  # spectral | random
+    init: str = "spectral"  # spectral | random | kaiming-factors | fanout-factors (lowrank)
+    rank_scale: float | None = None  # set: every layer at this rank scale (rank is then unused)
+    rank_rule: str = "min"  # lowrank rank from scale s: min (s·min(m,n)) | paper (conv s·c_out·k_h)
+    overcomplete: str = "balanced"  # lowrank r > min(m,n): balanced U M Vᵀ | wide U Vᵀ | deep U M Vᵀ
+    budget: str = "layers"  # float rank is a ratio of: layers (factorized ones) | model (whole)
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
     allocation: str = "uniform"  # how a float rank's budget is shared: uniform | energy | stable-rank
     init_from: str = ""  # run folder or checkpoint whose model weights are loaded before factorizing
     # optimization (paper: SGD 0.9, lr 0.1, batch 128, ×0.1 at 50% and 75%, wd 1e-4)
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # sgd | nag (SGD with Nesterov momentum, as fairseq's nag) | adamw
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    decay_norms: bool = False  # also weight-decay norm γ/β and biases (the official code does)
     fd_coef: float | None = None  # Frobenius-decay λ; None: same as weight_decay (as the paper)
     rebalance: bool | None = None  # tdecomp.rebalance after each step; None: on under reg=fd
     schedule: str = "step"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    warmup_steps: int = 0  # > 0: warm-up length in optimizer steps (overrides warmup_epochs)
+    warmup_factor: float | None = None  # null: linear warm-up from 0; c: constant c× lr during warm-up
     epochs: int = 10
     batch_size: int = 128  # global batch (split over DDP processes)
     eval_batch_size: int = 512
@@ -135,6 +147,8 @@ class TrainConfig:
             raise ValueError(f"track_every must be an int ≥ 0 (0: off), got {self.track_every!r}")
         if not isinstance(self.norm_match, str):
             raise ValueError(f"norm_match must be a path to a dynamics.jsonl (or empty), got {self.norm_match!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int ≥ 0 (0: use warmup_epochs), got {self.warmup_steps!r}")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive int, got {getattr(self, key)!r}")
@@ -142,12 +156,21 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{key} must be a number ≥ 0, got {value!r}")
+        factor = self.warmup_factor
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0):
+            raise ValueError(f"warmup_factor must be a number > 0 or null (linear warm-up), got {self.warmup_factor!r}")
         if self.fd_coef is not None and (not isinstance(self.fd_coef, (int, float)) or self.fd_coef < 0):
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
         if self.rebalance is not None and not isinstance(self.rebalance, bool):
             raise ValueError(f"rebalance must be true, false or null (on under reg=fd), got {self.rebalance!r}")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be fractions of training in (0, 1), got {self.milestones!r}")
+        if self.rank_scale is not None and (
+            isinstance(self.rank_scale, bool) or not isinstance(self.rank_scale, (int, float)) or self.rank_scale <= 0
+        ):
+            raise ValueError(f"rank_scale must be a number > 0 or null, got {self.rank_scale!r}")
+        if not isinstance(self.decay_norms, bool):
+            raise ValueError(f"decay_norms must be true or false, got {self.decay_norms!r}")
         rank = self.rank
         if isinstance(rank, bool) or not (
             isinstance(rank, (int, float))
@@ -175,6 +198,15 @@ class TrainConfig:
         return float(self.weight_decay if self.fd_coef is None else self.fd_coef)
 
     @property
+    def family_options(self) -> dict[str, Any]:
+        """Family options for tdecomp.factorize_model: the low-rank family's set away from their
+        defaults (others get none; so does factorized attention, which rejects any option)."""
+        if self.family != "lowrank":
+            return {}
+        fields = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: getattr(self, k) for k in ("overcomplete", "rank_rule") if getattr(self, k) != fields[k]}
+
+    @property
     def rebalances(self) -> bool:
         """Whether the trainer calls :func:`tdecomp.rebalance` after each optimizer step:
         ``rebalance``, or by default under ``reg=fd`` (FD cannot hold factor norms balanced; plain
@@ -190,7 +222,11 @@ class TrainConfig:
 
     @property
     def factor_rank(self) -> float | int | tuple[int, ...]:
-        """``rank`` as tdecomp.factorize expects it (lists become tuples)."""
+        """``rank`` as tdecomp.factorize expects it (lists become tuples; ``rank_scale`` wins)."""
+        from .layers.base import RankScale
+
+        if self.rank_scale is not None:
+            return RankScale(self.rank_scale)
         return tuple(self.rank) if isinstance(self.rank, list) else self.rank
 
     # ------------------------------------------------------------------ (de)serialization

@@ -9,6 +9,9 @@ Two methods (:data:`INIT_METHODS`):
   the balanced SVD factors U = U_r Σ^{1/2}, V = V_r Σ^{1/2}.
 - ``"random"``: i.i.d. Gaussian factors whose product has the dense weight's variance
   (:func:`balanced_std`).
+
+The low-rank family also takes the official code's unbalanced per-factor draws
+(:data:`FACTOR_INITS`), the "low-rank" baseline of Khodak et al.'s tables.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import torch
 from torch import Tensor
 
 INIT_METHODS = ("spectral", "random")
+# the official code's unbalanced per-factor draws (low-rank family only; see LowRankLayer.init_factors)
+FACTOR_INITS = ("kaiming-factors", "fanout-factors")
+LAYER_INIT_METHODS = INIT_METHODS + FACTOR_INITS
 
 
 def balanced_std(target_std: float, n_terms: int, n_factors: int) -> float:

@@ -130,7 +130,7 @@ def _outermost_factorized(model: nn.Module) -> list[Factorized]:
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, frobenius_decay: float = 0.0
+    model: nn.Module, weight_decay: float, frobenius_decay: float = 0.0, decay_norms: bool = False
 ) -> list[dict]:
     """Optimizer parameter groups, each parameter in exactly one (shared ones once).
 
@@ -138,7 +138,9 @@ def param_groups(
     - ``"factors"``: factors of factorized modules: plain ``weight_decay`` when
       ``frobenius_decay == 0`` (the factor-WD baseline), else none — FD then enters the loss as
       ``frobenius_decay / 2 * tdecomp.frobenius_decay(model)``;
-    - ``"no_decay"``: biases, normalization parameters and other 1-D parameters.
+    - ``"no_decay"``: biases, normalization parameters and other 1-D parameters; with
+      ``decay_norms`` they get ``weight_decay`` too, as the official code does
+      (microsoft/fnl_paper pytorch_resnet_cifar10/trainer.py:174-181, which groups by name only).
     Empty groups are omitted.
     """
     if weight_decay < 0 or frobenius_decay < 0:
@@ -163,7 +165,7 @@ def param_groups(
     decay = {
         "decay": weight_decay,
         "factors": 0.0 if frobenius_decay > 0 else weight_decay,
-        "no_decay": 0.0,
+        "no_decay": weight_decay if decay_norms else 0.0,
     }
     return [
         {"params": params, "weight_decay": decay[name], "name": name}

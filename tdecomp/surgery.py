@@ -21,7 +21,7 @@ from ._budget import allocate
 from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
-from .layers.base import FactorizedLayer, Rank, get_family
+from .layers.base import FactorizedLayer, Rank, RankScale, get_family
 from .layers.spec import CONV_TYPES, DenseSpec
 
 log = logging.getLogger("tdecomp")
@@ -30,6 +30,9 @@ SkipRule = str | Collection[str] | Callable[[str, nn.Module], bool]
 BUDGET_TOLERANCE = 0.02
 TARGETS = {"linear": (nn.Linear,), "conv": CONV_TYPES, "attention": (nn.MultiheadAttention,)}
 DEFAULT_TARGETS = ("linear", "conv")
+# what a float ``rank`` is a ratio of: the factorized layers' dense parameters, or the whole model's
+# (microsoft/fnl_paper make.py:22-37 bisects the whole model's parameter count)
+BUDGETS = ("layers", "model")
 Replaceable = FactorizedLayer | FactorizedMultiheadAttention
 
 
@@ -137,7 +140,7 @@ def _budget_terms(
                 partial(FactorizedMultiheadAttention.total_params, att, family), att.num_params)
     cls, spec = get_family(family), DenseSpec.from_module(module)
     return (get_allocation(allocation)(cls, spec, module.weight.detach(), options),
-            lambda r: cls.count_params(spec, r) + spec.num_params - spec.weight_numel, spec.num_params)
+            lambda r: cls.count_params(spec, r, **options) + spec.num_params - spec.weight_numel, spec.num_params)
 
 
 def factorize_model(
@@ -149,6 +152,7 @@ def factorize_model(
     progress: bool = True,
     targets: Collection[str] = DEFAULT_TARGETS,
     allocation: str = DEFAULT_ALLOCATION,
+    budget: str = "layers",
     **options: Any,
 ) -> nn.Module:
     """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
@@ -166,8 +170,11 @@ def factorize_model(
     (see :func:`eligible_layers`): the default keeps attention dense; ``("attention",)``
     factorizes only attention, ``("linear", "attention")`` feed-forward and attention layers.
     To use different families for attention and the rest, call this once per target.
-    See :func:`factorize` for the rest.
+    ``budget="model"`` makes a float ``rank`` the whole model's parameter ratio (the layers left
+    dense count at their size, as the official code's bisection does); a :class:`RankScale`
+    rank is applied to every layer as is. See :func:`factorize` for the rest.
     """
+    check_choice("budget", budget, BUDGETS)
     get_family(family).check_options(options)
     get_allocation(allocation)
     layers = eligible_layers(model, skip, targets)
@@ -178,14 +185,14 @@ def factorize_model(
         ATTENTION_FAMILIES.get(family)  # fail before any layer is replaced
         _check_attention_options(options)
     ranks: list[Rank]
-    if isinstance(rank, float) and not isinstance(rank, bool):
+    model_params = _num_params(model)
+    is_ratio = isinstance(rank, float) and not isinstance(rank, RankScale)
+    if is_ratio:
         get_family(family).check_ratio(rank)
         terms = [_budget_terms(m, family, allocation, options) for _, m in layers]
-        ranks = allocate(
-            [ranks_at for ranks_at, _, _ in terms],
-            lambda i, r: terms[i][1](r),
-            rank * sum(dense for _, _, dense in terms),
-        )
+        layer_dense = sum(dense for _, _, dense in terms)
+        target = rank * layer_dense if budget == "layers" else rank * model_params - (model_params - layer_dense)
+        ranks = allocate([ranks_at for ranks_at, _, _ in terms], lambda i, r: terms[i][1](r), target)
     else:
         if allocation != DEFAULT_ALLOCATION:
             raise ValueError(f"allocation={allocation!r} shares a parameter budget: pass rank as a float "
@@ -197,13 +204,18 @@ def factorize_model(
         _replace(model, name, factorize(module, family, layer_rank, init=init, **options))
     report = summarize(model)
     log.info("tdecomp: %s", report.headline())
-    if isinstance(rank, float) and abs(report.ratio / rank - 1) > BUDGET_TOLERANCE:
+    reached = report.ratio if budget == "layers" else _num_params(model) / model_params
+    if is_ratio and abs(reached / rank - 1) > BUDGET_TOLERANCE:
         warnings.warn(
-            f"factorize_model reached parameter ratio {report.ratio:.4f}, not {rank} ± 2% "
+            f"factorize_model reached {budget} parameter ratio {reached:.4f}, not {rank} ± 2% "
             "(ranks are clamped to [1, full rank])",
             stacklevel=2,
         )
     return model
+
+
+def _num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def collapse_model(model: nn.Module) -> nn.Module:

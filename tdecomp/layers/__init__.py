@@ -5,6 +5,7 @@ from .base import (
     IMPLEMENTATIONS,
     Factorized,
     FactorizedLayer,
+    RankScale,
     available_families,
     get_family,
     register_family,
@@ -16,6 +17,7 @@ from .tt import TTLayer
 from .tucker import TuckerLayer
 
 __all__ = [
+    "RankScale",
     "ATTENTION_FAMILIES",
     "IMPLEMENTATIONS",
     "AttentionSpec",

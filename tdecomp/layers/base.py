@@ -21,9 +21,18 @@ from torch import Tensor, nn
 from .._budget import allocate
 from .._registry import Registry
 from .._validation import check_choice
-from ..init import INIT_METHODS, balanced_std, equalizing_scales
+from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
 from . import choice
 from .spec import DenseSpec
+
+
+class RankScale(float):
+    """A rank given as the family's rank scale s rather than a parameter ratio, e.g.
+    ``factorize(conv, "lowrank", RankScale(1/3), rank_rule="paper")`` has r = round(c_out·k_h/3)
+    as microsoft/fnl_paper frob.py:143 does."""
+
+    __slots__ = ()
+
 
 Rank = int | float | Sequence[int]
 IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
@@ -273,8 +282,9 @@ class FactorizedLayer(Factorized):
 
     @classmethod
     @abstractmethod
-    def count_params(cls, spec: DenseSpec, rank: Sequence[int]) -> int:
-        """Weight parameters (bias excluded) of a layer with these ranks."""
+    def count_params(cls, spec: DenseSpec, rank: Sequence[int], **options: Any) -> int:
+        """Weight parameters (bias excluded) of a layer with these ranks (and family ``options``, e.g.
+        low rank's ``overcomplete``)."""
 
     @abstractmethod
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
@@ -393,6 +403,7 @@ class FactorizedLayer(Factorized):
 
         - ``float``: target ratio of the factorized weight's parameters to the dense weight's
           (as in tensorly-torch); the family's rank scale is bisected to the closest count.
+        - :class:`RankScale` ``s``: the family's ranks at rank scale s directly (unclamped).
         - ``int``: the family's single rank (see each family).
         - tuple of ints: one entry per :meth:`rank_names`.
         Ranks above :meth:`max_ranks` carry no extra expressiveness and are clamped with a warning.
@@ -400,10 +411,14 @@ class FactorizedLayer(Factorized):
         if isinstance(rank, bool):
             raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
         if isinstance(rank, float):
+            if isinstance(rank, RankScale):
+                if not math.isfinite(rank) or rank <= 0:
+                    raise ValueError(f"rank scale must be a positive number, got {float(rank)!r}")
+                return cls._ranks_at_scale(spec, float(rank), **options)
             cls.check_ratio(rank)
             (ranks,) = allocate(
                 [lambda s: cls._ranks_at_scale(spec, s, **options)],
-                lambda _, r: cls.count_params(spec, r),
+                lambda _, r: cls.count_params(spec, r, **options),
                 rank * spec.weight_numel,
             )
             return ranks
@@ -470,7 +485,7 @@ class FactorizedLayer(Factorized):
         **options: Any,
     ) -> FactorizedLayer:
         """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`."""
-        check_choice("init", init, INIT_METHODS)
+        check_choice("init", init, LAYER_INIT_METHODS)
         cls.check_options(options)
         spec = DenseSpec.from_module(module)
         weight = module.weight.detach()
@@ -480,15 +495,28 @@ class FactorizedLayer(Factorized):
             implementation=implementation,
             device=weight.device,
             dtype=weight.dtype,
+            **cls._init_options(**options),
         )
         if init == "spectral":
             layer.init_spectral(weight)
+        elif init in FACTOR_INITS:
+            layer.init_factors(init)
         else:
             layer.init_random(float(weight.std()))
         if module.bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(module.bias)
         return layer
+
+    @classmethod
+    def _init_options(cls, **options: Any) -> dict[str, Any]:
+        """The family options its constructor takes (default: none; they only shape the ranks)."""
+        return {}
+
+    def init_factors(self, kind: str) -> None:
+        """Per-factor draws :data:`~tdecomp.init.FACTOR_INITS` (defined by the low-rank family)."""
+        raise ValueError(f"init={kind!r} is defined for the lowrank family only, not {self.family!r}; "
+                         "use init='random' or 'spectral'")
 
     @torch.no_grad()
     def init_random(self, std: float) -> None:

@@ -61,7 +61,7 @@ class CPLayer(FactorizedLayer):
         return (rank,)
 
     @classmethod
-    def count_params(cls, spec: DenseSpec, rank) -> int:
+    def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
         return rank[0] * sum(spec.tensor_shape)
 
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_choice
+from ..init import balanced_std
 from .base import Cost, FactorizedLayer, Grid, matricize, register_family
 from .spec import DenseSpec
+
+# how a layer with rank r > k = min(m, n) (or, for "deep", any r) is built; see LowRankLayer
+OVERCOMPLETE_MODES = ("balanced", "wide", "deep")
+# rank from rank scale s: "min" r = s·min(m, n); "paper" (microsoft/fnl_paper frob.py:101,143)
+# r = s·c_out·k_h for a conv, s·min(m, n) for a Linear
+RANK_RULES = ("min", "paper")
 
 
 def balanced_svd(matrix: Tensor, r: int) -> tuple[Tensor, Tensor]:
@@ -46,12 +55,38 @@ class LowRankLayer(FactorizedLayer):
     Rank: an int r, a tuple ``(r,)``, or a float parameter ratio (ratios above what r = min(m, n)
     needs give the overcomplete form, the paper's "knowledge distillation without a teacher").
 
+    Option ``overcomplete`` (:data:`OVERCOMPLETE_MODES`) says how r > k = min(m, n) is built:
+
+    - ``"balanced"`` (default): U M Vᵀ with a r×r middle factor for r > k, balanced SI (below);
+    - ``"wide"``: 2-factor U Vᵀ with r columns (the official code, frob.py:102-108); SI fills
+      the first k columns and zero-pads the rest, which then get zero gradient from the loss,
+      FD and WD alike, so the layer stays exactly rank k under training (random init moves them);
+    - ``"deep"``: U M Vᵀ for every r, including r = k (the official ``--square``, frob.py:156),
+      with M = I and the SI (zero-padded) √Σ-scaled outer factors.
+
+    Option ``rank_rule`` (:data:`RANK_RULES`) maps a rank scale s to r.
+
     Training with Frobenius decay: U Vᵀ trains with plain FD as in the paper; the overcomplete
     U M Vᵀ has three factors, and :func:`tdecomp.rebalance` (called after each optimizer step,
     by the trainer under ``reg=fd``) equalizes their norms, which FD cannot see.
     """
 
     has_overcomplete_form = True
+    accepted_options = ("overcomplete", "rank_rule")
+
+    def __init__(self, spec: DenseSpec, rank: Sequence[int], *, overcomplete: str = "balanced",
+                 **kwargs: Any) -> None:
+        self.mode = check_choice("overcomplete", overcomplete, OVERCOMPLETE_MODES)
+        super().__init__(spec, rank, **kwargs)
+
+    @classmethod
+    def _init_options(cls, overcomplete: str = "balanced", **options: Any) -> dict[str, Any]:
+        return {"overcomplete": overcomplete}
+
+    @staticmethod
+    def has_middle(mode: str, r: int, k: int) -> bool:
+        """Whether a layer of rank ``r`` on a matrix with k = min(m, n) holds the r×r factor M."""
+        return mode == "deep" or (mode == "balanced" and r > k)
 
     @staticmethod
     def _dims(spec: DenseSpec) -> tuple[int, int]:
@@ -66,26 +101,33 @@ class LowRankLayer(FactorizedLayer):
         return (None,)
 
     @classmethod
-    def _ranks_at_scale(cls, spec: DenseSpec, scale: float, **options: Any) -> tuple[int, ...]:
-        return (max(1, round(scale * min(cls._dims(spec)))),)
+    def _ranks_at_scale(
+        cls, spec: DenseSpec, scale: float, rank_rule: str = "min", **options: Any
+    ) -> tuple[int, ...]:
+        """r = max(1, round(s·d)); d = min(m, n), or under ``"paper"`` d = c_out·k_h for a conv (k_h its
+        first kernel axis, size 1 included: frob.py's (c_out·k_h) × (c_in·k_w) matrix, not ours)."""
+        check_choice("rank_rule", rank_rule, RANK_RULES)
+        base = spec.out_channels * spec.kernel_size[0] if rank_rule == "paper" and spec.is_conv else min(
+            cls._dims(spec))
+        return (max(1, round(scale * base)),)
 
     @classmethod
     def _ranks_from_int(cls, spec: DenseSpec, rank: int, **options: Any) -> tuple[int, ...]:
         return (rank,)
 
     @classmethod
-    def count_params(cls, spec: DenseSpec, rank) -> int:
+    def count_params(cls, spec: DenseSpec, rank, overcomplete: str = "balanced", **options: Any) -> int:
         (r,) = rank
         m, n = cls._dims(spec)
-        return r * (m + n) + (r * r if r > min(m, n) else 0)
+        return r * (m + n) + (r * r if cls.has_middle(overcomplete, r, min(m, n)) else 0)
 
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
         (r,) = rank
         m, n = self._dims(self.spec)
         self.U = nn.Parameter(torch.empty(m, r, **factory))
         self.V = nn.Parameter(torch.empty(n, r, **factory))
-        overcomplete = r > min(m, n)
-        self.M = nn.Parameter(torch.empty(r, r, **factory)) if overcomplete else None
+        middle = self.has_middle(self.mode, r, min(m, n))
+        self.M = nn.Parameter(torch.empty(r, r, **factory)) if middle else None
 
     @property
     def rank(self) -> tuple[int, ...]:
@@ -93,7 +135,8 @@ class LowRankLayer(FactorizedLayer):
 
     @property
     def overcomplete(self) -> bool:
-        return self.M is not None
+        """r > min(m, n): more rank than the matrix has (the collapsed layer is full-size dense)."""
+        return self.rank[0] > min(self._dims(self.spec))
 
     def factors(self) -> list[Tensor]:
         return [self.U, self.V] if self.M is None else [self.U, self.M, self.V]
@@ -135,16 +178,23 @@ class LowRankLayer(FactorizedLayer):
     def init_spectral(self, weight: Tensor) -> None:
         """Balanced truncated SVD of the matricized ``weight``: U = U_rΣ_r^{1/2}, V = V_rΣ_r^{1/2}.
 
-        Overcomplete (r > k = min(m, n)): with W = PΣQᵀ and random A, B (k, r) with orthonormal
-        rows, U = PΣ^{1/3}A, M = AᵀΣ^{1/3}B, V = QΣ^{1/3}B, so U M Vᵀ = PΣQᵀ = W exactly and
-        the three factors are balanced (UᵀU = MMᵀ, MᵀM = VᵀV).
+        Balanced overcomplete (r > k = min(m, n)): with W = PΣQᵀ and random A, B (k, r) with
+        orthonormal rows, U = PΣ^{1/3}A, M = AᵀΣ^{1/3}B, V = QΣ^{1/3}B, so U M Vᵀ = PΣQᵀ = W
+        exactly and the three factors are balanced (UᵀU = MMᵀ, MᵀM = VᵀV).
+
+        Wide and deep: U, V = the balanced rank-min(r, k) SVD factors, zero-padded to r columns
+        (frob.py:66-70,147-151), and M = I for deep, so U [M] Vᵀ is the rank-min(r, k) truncation.
         """
         matrix = self._matricize(weight.to(self.U.dtype))
         (r,) = self.rank
-        if self.M is None:
+        if self.mode != "balanced" or self.M is None:
             u, v = balanced_svd(matrix, r)
-            self.U.copy_(u)
-            self.V.copy_(v)
+            k = u.shape[1]
+            for factor, value in ((self.U, u), (self.V, v)):
+                factor.zero_()
+                factor[:, :k] = value
+            if self.M is not None:
+                self.M.copy_(torch.eye(r, dtype=self.M.dtype, device=self.M.device))
             return
         p, s, qh = torch.linalg.svd(matrix, full_matrices=False)
         k = s.numel()
@@ -157,6 +207,38 @@ class LowRankLayer(FactorizedLayer):
     def _random_init_terms(self) -> int:
         (r,) = self.rank
         return r if self.M is None else r * r
+
+    @torch.no_grad()
+    def init_random(self, std: float) -> None:
+        """Balanced i.i.d. factors whose product has entry std ``std``; deep: U, V so, and M = I."""
+        if self.mode != "deep":
+            super().init_random(std)
+            return
+        s = balanced_std(std, self.rank[0], 2)
+        self.U.normal_(0.0, s)
+        self.V.normal_(0.0, s)
+        self.M.copy_(torch.eye(self.rank[0], dtype=self.M.dtype, device=self.M.device))
+
+    @torch.no_grad()
+    def init_factors(self, kind: str) -> None:
+        """The official per-factor (unbalanced) draws of U and Vᵀ; M = I (frob.py:110-111,156).
+
+        - ``"kaiming-factors"``: ``kaiming_normal_`` on U (m, r) and Vᵀ (r, n), i.e.
+          std √(2/r) for U and √(2/n) for V (pytorch_resnet_cifar10/trainer.py:116,
+          EigenDamage-Pytorch/main_pretrain.py:78);
+        - ``"fanout-factors"``: both N(0, 2/(c_out·∏kernel_size)) (EigenDamage-Pytorch/main_pretrain.py:57-63,
+          there with the c_out of the previous conv by an off-by-one; here the layer's own).
+        """
+        (r,) = self.rank
+        m, n = self._dims(self.spec)
+        if kind == "kaiming-factors":
+            std_u, std_v = math.sqrt(2.0 / r), math.sqrt(2.0 / n)
+        else:
+            std_u = std_v = math.sqrt(2.0 / (self.spec.out_channels * math.prod(self.spec.kernel_size)))
+        self.U.normal_(0.0, std_u)
+        self.V.normal_(0.0, std_v)
+        if self.M is not None:
+            self.M.copy_(torch.eye(r, dtype=self.M.dtype, device=self.M.device))
 
     @classmethod
     def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:

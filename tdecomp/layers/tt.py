@@ -72,7 +72,7 @@ class TTLayer(FactorizedLayer):
         return (rank,) * (len(_tt_shape(spec)) - 1)
 
     @classmethod
-    def count_params(cls, spec: DenseSpec, rank) -> int:
+    def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
         full = (1, *rank, 1)
         return sum(a * n * b for a, n, b in zip(full, _tt_shape(spec), full[1:]))
 

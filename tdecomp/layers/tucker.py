@@ -103,7 +103,7 @@ class TuckerLayer(FactorizedLayer):
         return (rank, rank, *(k if fixed else rank for k in spec.factor_kernel))
 
     @classmethod
-    def count_params(cls, spec: DenseSpec, rank) -> int:
+    def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
         return math.prod(rank) + sum(n * r for n, r in zip(spec.tensor_shape, rank))
 
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:

@@ -172,6 +172,8 @@ class Trainer:
                 progress=self.is_main and config.progress,
                 targets=config.targets,
                 allocation=config.allocation,
+                budget=config.budget,
+                **config.family_options,
             )
         model.to(self.device)
         if config.channels_last:
@@ -209,9 +211,10 @@ class Trainer:
             lr_multiplier(
                 config.schedule,
                 config.epochs * self.steps_per_epoch,
-                round(config.warmup_epochs * self.steps_per_epoch),
+                config.warmup_steps or round(config.warmup_epochs * self.steps_per_epoch),
                 config.milestones,
                 config.gamma,
+                config.warmup_factor,
             ),
         )
 
@@ -242,13 +245,14 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0)
+        groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0,
+                              decay_norms=cfg.decay_norms)
         if cfg.reg == "none":
             for g in groups:
                 if g["name"] == "factors":
                     g["weight_decay"] = 0.0
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        if cfg.optimizer in ("sgd", "nag"):
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nag")
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
     def _autocast(self) -> contextlib.AbstractContextManager:

@@ -1,0 +1,224 @@
+"""Every paper config resolves, without training, to the official setup (microsoft/fnl_paper):
+grid, per-layer ranks, whole-model parameter ratio, weight-decay groups, lr at each milestone and
+init kind, each against the official code's formulas rewritten here (docs/fidelity.md)."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import tdecomp
+from experiments.sweep import expand, load_sweep
+from tdecomp import models
+from tdecomp.regularize import param_groups
+from tdecomp.train.schedule import lr_multiplier
+
+CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
+SPE = 391  # CIFAR-10 steps per epoch at batch 128
+
+
+def jobs(name: str):
+    return expand(load_sweep(CONFIGS / f"{name}.yaml"))
+
+
+# ---------------------------------------------------------------- official formulas
+def official_rank(conv: nn.Conv2d, scale: float) -> int:
+    """frob.py:143."""
+    a, _, c, _ = conv.weight.shape
+    return max(int(round(scale * a * c)), 1)
+
+
+def official_bisection(model: nn.Module, names: list[str], target: float) -> float:
+    """make.py:22-37 (compress_model) on parameter counts: the chosen rank scale."""
+    convs = [m for n, m in model.named_modules() if n in names]
+    orig = sum(p.numel() for p in model.parameters())
+    rest = orig - sum(c.weight.numel() for c in convs)
+
+    def ratio(s: float) -> float:
+        return (rest + sum(official_rank(c, s) * (c.weight.shape[0] * c.weight.shape[2]
+                                                  + c.weight.shape[1] * c.weight.shape[3]) for c in convs)) / orig
+
+    def rec(lo: float, hi: float) -> float:
+        mid = 0.5 * (lo + hi)
+        r = ratio(mid)
+        if hi - lo < 1e-6 or abs(r - target) < 1e-6:
+            return mid
+        s = rec(mid, hi) if r < target else rec(lo, mid)
+        return s if abs(ratio(s) - target) < abs(r - target) else mid
+
+    return rec(0.0, 1.0)
+
+
+def official_factorized_names(model_name: str, model: nn.Module) -> list[str]:
+    """main_pretrain.py:56,69-73 (EigenDamage), trainer.py:101-117 (akamaster), main.py:581-588 (WRN):
+    every conv but the stem (block convs and downsample/shortcut convs)."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    return convs[1:]
+
+
+def official_lr(name: str, epoch: int, model: str) -> float:
+    """lr during ``epoch`` (0-based): trainer.py:187-195,254-257; main_pretrain.py:114-117; main.py:58-72."""
+    if name.startswith("tensor_wrn"):
+        return 0.1 * 0.2 ** sum(epoch >= m for m in (60, 120, 160))
+    lr = 0.1 * 0.1 ** sum(epoch >= m for m in (100, 150))
+    if name.startswith("rankscale") and model in ("resnet56", "resnet110") and epoch == 0:
+        return 0.01
+    return lr
+
+
+def official_rankscale_grid() -> set[tuple]:
+    """make.py:356-370 for CIFAR-10, depths 32/56/110: (depth, scale, square, spectral, frob)."""
+    grid = set()
+    for depth in (32, 56, 110):
+        grid.add((depth, 0.0, False, False, False))
+        for logscale in range(-3, 3):
+            scale = round(3.0**logscale, 3)
+            for square in [False] if logscale else [False, True]:
+                for spectral in [False, True] if logscale <= 0 else [False]:
+                    for frob in (False, True):
+                        grid.add((depth, scale, square, spectral, frob))
+    return grid
+
+
+# ---------------------------------------------------------------- models
+def _official_resnet_params(depth: int, classes: int = 10) -> int:
+    """An independent copy of EigenDamage-Pytorch/models/resnet.py:48-154's parameter layout."""
+    n, total, c_in = (depth - 2) // 6, 3 * 64 * 9 + 2 * 64, 64
+    for stage, planes in enumerate((64, 128, 256)):
+        for block in range(n):
+            stride = 2 if stage and not block else 1
+            total += c_in * planes * 9 + planes * planes * 9 + 4 * planes
+            if stride != 1 or c_in != planes:
+                total += c_in * planes + 2 * planes
+            c_in = planes
+    return total + 256 * classes + classes
+
+
+def _official_vgg_params(depth: int, classes: int = 10) -> int:
+    """models/vgg.py:14-56: conv (no bias) + BN(γ, β) per entry, Linear(512, classes)."""
+    cfg = {19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                512, 512, 512, 512]}[depth]
+    total, c_in = 0, 3
+    for v in cfg:
+        if v != "M":
+            total += c_in * v * 9 + 2 * v
+            c_in = v
+    return total + 512 * classes + classes
+
+
+def test_eigendamage_models_have_the_official_parameter_counts():
+    resnet = models.create("eigendamage_resnet32")
+    vgg = models.create("eigendamage_vgg19")
+    assert sum(p.numel() for p in resnet.parameters()) == _official_resnet_params(32) == 7_427_914
+    assert sum(p.numel() for p in vgg.parameters()) == _official_vgg_params(19)
+    assert models.create("eigendamage_resnet32", num_classes=100)(torch.randn(1, 3, 32, 32)).shape == (1, 100)
+
+
+# ---------------------------------------------------------------- grids
+OFFICIAL_INIT = {"compression_resnet32x2_cifar10": "kaiming-factors",  # main_pretrain.py:78
+                 "compression_vgg19_cifar10": "fanout-factors",  # main_pretrain.py:63
+                 "tensor_wrn28_10_cifar10": "fanout-factors",  # main.py:593
+                 "rankscale_resnet_cifar10": "kaiming-factors"}  # trainer.py:116
+OFFICIAL_WD = {"compression_resnet32x2_cifar10": 1e-4, "compression_vgg19_cifar10": 2e-4,  # make.py:98-105
+               "tensor_wrn28_10_cifar10": 5e-4, "rankscale_resnet_cifar10": 1e-4}  # main.py:72, make.py:305
+
+
+def test_compression_grids_are_the_official_ones():
+    for name, ratios in (("compression_resnet32x2_cifar10", (0.1, 0.05, 0.02)),  # make.py:138
+                         ("compression_vgg19_cifar10", (0.1, 0.05, 0.02)),
+                         ("tensor_wrn28_10_cifar10", (0.06667, 0.01667))):  # make.py:198
+        runs = [("dense", 0.0, False, False, j.config.seed) if j.config.family == "dense" else
+                (j.config.family, j.config.rank, j.config.init == "spectral", j.config.reg == "fd", j.config.seed)
+                for j in jobs(name)]
+        official = {("dense", 0.0, False, False, t) for t in (1, 2, 3)} | {
+            ("lowrank", r, s, f, t) for r in ratios for s in (False, True) for f in (False, True) for t in (1, 2, 3)}
+        assert len(runs) == len(set(runs)) and set(runs) == official, name
+
+
+def test_rankscale_grid_is_the_official_one():
+    ours = set()
+    for job in jobs("rankscale_resnet_cifar10"):
+        c = job.config
+        depth = int(c.model.removeprefix("resnet"))
+        if c.family == "dense":
+            ours.add((depth, 0.0, False, False, False))
+        else:
+            ours.add((depth, c.rank_scale, c.overcomplete == "deep", c.init == "spectral", c.reg == "fd"))
+    assert ours == official_rankscale_grid()
+    assert len(jobs("rankscale_resnet_cifar10")) == 3 * len(official_rankscale_grid())  # 3 seeds
+
+
+@cache
+def _factorized(model_name: str, rank: float | None, rank_scale: float | None, overcomplete: str, budget: str):
+    torch.manual_seed(0)
+    dense = models.create(model_name)
+    model = models.create(model_name)
+    target = tdecomp.RankScale(rank_scale) if rank_scale is not None else rank
+    tdecomp.factorize_model(model, "lowrank", target, init="random", budget=budget, rank_rule="paper",
+                            overcomplete=overcomplete, progress=False)
+    return dense, model
+
+
+CIFAR_CONFIGS = ["compression_resnet32x2_cifar10", "rankscale_resnet_cifar10",
+                 pytest.param("compression_vgg19_cifar10", marks=pytest.mark.slow),
+                 pytest.param("tensor_wrn28_10_cifar10", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name", CIFAR_CONFIGS)
+def test_every_run_resolves_to_the_official_setup(name):
+    for job in jobs(name):
+        c = job.config
+        # lr at the start of, and around, every milestone
+        total = c.epochs * SPE
+        f = lr_multiplier(c.schedule, total, c.warmup_steps or round(c.warmup_epochs * SPE), c.milestones,
+                          c.gamma, c.warmup_factor)
+        for epoch in (0, 1, 59, 60, 99, 100, 119, 120, 149, 150, 159, 160, 199):
+            assert c.lr * f(epoch * SPE) == pytest.approx(official_lr(name, epoch, c.model)), (job.name, epoch)
+        assert c.weight_decay == OFFICIAL_WD[name] and c.momentum == 0.9 and c.batch_size == 128
+        if c.family == "dense":
+            continue
+        assert c.init in ("spectral", OFFICIAL_INIT[name]), job.name
+        dense, model = _factorized(c.model, None if c.rank_scale else c.rank, c.rank_scale, c.overcomplete, c.budget)
+        names = official_factorized_names(c.model, dense)
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, tdecomp.LowRankLayer)}
+        assert sorted(layers) == sorted(names), job.name
+        scale = c.rank_scale or official_bisection(dense, names, c.rank)
+        for n, m in dense.named_modules():
+            if n in names:  # the official rank; a ratio target may move single layers by one step
+                slack = 0 if c.rank_scale else 1
+                assert abs(layers[n].rank[0] - official_rank(m, scale)) <= slack, (job.name, n)
+                assert (layers[n].M is not None) == (c.overcomplete == "deep")
+        n_dense = sum(p.numel() for p in dense.parameters())
+        ratio = sum(p.numel() for p in model.parameters()) / n_dense
+        if not c.rank_scale:  # whole-model parameter ratio (make.py:22-37)
+            assert ratio == pytest.approx(c.rank, rel=0.01), job.name
+        # weight decay: everything (BN γ/β and biases too) but FD factors (main_pretrain.py:105-113)
+        groups = param_groups(model, c.weight_decay, c.frobenius_coef if c.reg == "fd" else 0.0, c.decay_norms)
+        factor_ids = {id(p) for m in layers.values() for p in m.factors()}
+        for g in groups:
+            for p in g["params"]:
+                official = 0.0 if (id(p) in factor_ids and c.reg == "fd") else c.weight_decay
+                assert g["weight_decay"] == official, (job.name, g["name"])
+        if c.reg == "fd":
+            assert c.frobenius_coef == c.weight_decay  # coef=args.weight_decay (main_pretrain.py:169)
+
+
+def test_translation_recipe_is_the_official_one():
+    """make.py:206-232 and fairseq inverse_square_root_schedule.py:69-75, options.py:167."""
+    for job in jobs("translation_iwslt14"):
+        c = job.config
+        assert (c.optimizer, c.lr, c.momentum, c.grad_clip) == ("nag", 0.25, 0.99, 0.1)
+        assert c.data_kwargs["label_smoothing"] == 0.1 and c.model_kwargs["dropout"] == 0.2
+        f = lr_multiplier(c.schedule, 10**6, c.warmup_steps, c.milestones, c.gamma, c.warmup_factor)
+        for update in (1, 2000, 4000, 4001, 16000, 100000):  # lr of the update-th update
+            n = update - 1
+            official = 0.25 if n < 4000 else 0.25 * math.sqrt(4000) / math.sqrt(n)
+            assert c.lr * f(n) == pytest.approx(official)
+        if c.family != "dense":
+            assert c.reg == "fd" and c.init in ("random", "spectral")
+            assert 1e-6 <= c.frobenius_coef <= 1e-4
