@@ -6,11 +6,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from tdecomp.results import PAIRED_FIELDS
+
 from .style import family_marker, method_colour
 
 # row fields that are statistics, not grouping keys (see tdecomp.results.aggregate)
 _STATS = ("seeds", "n", "metric", "metric_mean", "metric_std", "metric_low", "metric_high", "params", "param_ratio",
-          "flops", "time_s")
+          "flops", "time_s", *PAIRED_FIELDS)
 _LINESTYLES = ("-", "--", ":", "-.")
 _DODGE = 0.025  # log-x offset between methods at the same parameter count, so error bars don't overlap
 

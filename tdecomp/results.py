@@ -148,6 +148,10 @@ def _row_fields(run: RunResult) -> dict[str, Any]:
     return fields
 
 
+# the fields --paired-vs adds to a row (statistics, not grouping keys)
+PAIRED_FIELDS = ("paired_vs", "diff_mean", "diff_low", "diff_high", "pairs")
+
+
 def aggregate(
     runs: Sequence[RunResult],
     keys: Sequence[str] = ("model", "family", "method", "rank"),
@@ -197,8 +201,8 @@ def aggregate(
             baseline = _baseline_key(fields, keys, paired_vs)
             diff = (paired_difference(by_seed[key], by_seed[baseline])
                     if baseline in by_seed and baseline != key else None)
-            row.update({"paired_vs": paired_vs, "diff_mean": diff and diff.mean, "diff_low": diff and diff.low,
-                        "diff_high": diff and diff.high, "pairs": diff.n if diff else 0})
+            row.update(zip(PAIRED_FIELDS, (paired_vs, diff and diff.mean, diff and diff.low, diff and diff.high,
+                                           diff.n if diff else 0)))
         rows.append(row)
     if paired_vs is not None and not any(r["method"] == paired_vs for r in rows):
         raise ValueError(f"paired_vs={paired_vs!r}: no row has that method; the rows' methods are "

@@ -44,6 +44,15 @@ def test_one_panel_per_family_one_line_per_method_in_fixed_styles():
     plt.close(fig)
 
 
+def test_paired_difference_fields_stay_out_of_the_legend():
+    rows = [dict(r, paired_vs="random+WD", diff_mean=0.5, diff_low=-1.0, diff_high=2.0, pairs=2)
+            for r in _rows(dense=True)]
+    fig = accuracy_vs_params_figure(rows)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["SI+FD", "random+WD", "dense (277k params)"]
+    plt.close(fig)
+
+
 def test_tick_labels_never_overlap_and_no_dense_entry_without_a_dense_run():
     for dense in (False, True):
         fig = accuracy_vs_params_figure(_rows(dense))
