@@ -27,7 +27,7 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor, nn
 
-from .layers.base import Factorized
+from .layers.base import Factorized, MethodAsForward
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -88,17 +88,6 @@ def _signature(module: Factorized) -> Hashable:
     return type(module), tuple((name, params[name].shape) for name in _factor_names(module))
 
 
-class _FrobeniusSq(nn.Module):
-    """``module.frobenius_sq()`` as a forward, for :func:`torch.func.functional_call`."""
-
-    def __init__(self, module: Factorized) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self) -> Tensor:
-        return self.module.frobenius_sq()
-
-
 def _at_least_float32(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
@@ -109,9 +98,9 @@ def _group_frobenius_sq(group: list[Factorized]) -> Tensor:
     tables = [dict(m.named_parameters()) for m in group]
     if len(group) == 1:
         factors = {f"module.{n}": _at_least_float32(tables[0][n]) for n in names}
-        return torch.func.functional_call(_FrobeniusSq(group[0]), factors, ())
+        return torch.func.functional_call(MethodAsForward(group[0], "frobenius_sq"), factors, ())
     stacked = {f"module.{n}": torch.stack([_at_least_float32(t[n]) for t in tables]) for n in names}
-    one = _FrobeniusSq(group[0])
+    one = MethodAsForward(group[0], "frobenius_sq")
     return torch.func.vmap(lambda factors: torch.func.functional_call(one, factors, ()))(stacked).sum()
 
 

@@ -198,15 +198,17 @@ class Factorized(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters())
 
 
-class _Reconstruct(nn.Module):
-    """Makes ``layer.reconstruct()`` a forward, so :func:`torch.func.functional_call` can swap factors."""
+class MethodAsForward(nn.Module):
+    """``module.<method>()`` as a forward, so :func:`torch.func.functional_call` can swap the
+    module's parameters (keys ``"module.<name>"``), e.g. to evaluate W or ‖W‖²_F at other factors."""
 
-    def __init__(self, layer: FactorizedLayer) -> None:
+    def __init__(self, module: nn.Module, method: str) -> None:
         super().__init__()
-        self.layer = layer
+        self.module = module
+        self.method = method
 
     def forward(self) -> Tensor:
-        return self.layer.reconstruct()
+        return getattr(self.module, self.method)()
 
 
 class FactorizedLayer(Factorized):
@@ -394,7 +396,8 @@ class FactorizedLayer(Factorized):
                 f"and {len(mine)} replacements; override inner() instead"
             )
         swap = {names[id(f)]: o for f, o in zip(mine, factors)}
-        return torch.func.functional_call(_Reconstruct(self), {f"layer.{n}": t for n, t in swap.items()}, ())
+        return torch.func.functional_call(MethodAsForward(self, "reconstruct"),
+                                           {f"module.{n}": t for n, t in swap.items()}, ())
 
     # ------------------------------------------------------------------ construction
     @classmethod
