@@ -28,7 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "overcomplete": OVERCOMPLETE_MODES,
     "rank_rule": RANK_RULES,
     "budget": BUDGETS,
-    "reg": ("fd", "wd", "none"),
+    "reg": ("fd", "wd", "crs", "none"),
     "optimizer": ("sgd", "nag", "adamw"),
     "schedule": ("step", "cosine", "inverse_sqrt", "constant"),
     "amp": ("none", "bf16", "fp16"),
@@ -78,6 +78,8 @@ class TrainConfig:
     overcomplete: str = "balanced"  # lowrank r > min(m,n): balanced U M Vᵀ | wide U Vᵀ | deep U M Vᵀ
     budget: str = "layers"  # float rank is a ratio of: layers (factorized ones) | model (whole)
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
+    #   | crs: weight decay × the model's parameter ratio on factors (deficient-efficient main.py:608-619)
+    separable: bool = False  # tt/tucker: k×k convs → dense depthwise + tensor 1×1 (official Table 2)
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
     allocation: str = "uniform"  # how a float rank's budget is shared: uniform | energy | stable-rank
@@ -169,6 +171,10 @@ class TrainConfig:
             isinstance(self.rank_scale, bool) or not isinstance(self.rank_scale, (int, float)) or self.rank_scale <= 0
         ):
             raise ValueError(f"rank_scale must be a number > 0 or null, got {self.rank_scale!r}")
+        if not isinstance(self.separable, bool):
+            raise ValueError(f"separable must be true or false, got {self.separable!r}")
+        if self.separable and self.family not in ("dense", "tt", "tucker"):
+            raise ValueError(f"separable=true takes family tt or tucker, got family={self.family!r}")
         if not isinstance(self.decay_norms, bool):
             raise ValueError(f"decay_norms must be true or false, got {self.decay_norms!r}")
         rank = self.rank

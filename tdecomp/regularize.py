@@ -119,23 +119,25 @@ def _outermost_factorized(model: nn.Module) -> list[Factorized]:
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, frobenius_decay: float = 0.0, decay_norms: bool = False
+    model: nn.Module, weight_decay: float, frobenius_decay: float = 0.0, decay_norms: bool = False,
+    factor_decay_scale: float = 1.0,
 ) -> list[dict]:
     """Optimizer parameter groups, each parameter in exactly one (shared ones once).
 
     - ``"decay"``: dense weights (ndim ≥ 2 outside factorized modules) with ``weight_decay``;
-    - ``"factors"``: factors of factorized modules: plain ``weight_decay`` when
-      ``frobenius_decay == 0`` (the factor-WD baseline), else none — FD then enters the loss as
+    - ``"factors"``: factors of factorized modules: ``factor_decay_scale × weight_decay`` when
+      ``frobenius_decay == 0`` (the factor-WD baseline at scale 1; the official "crs" decay passes
+      the whole model's parameter ratio, deficient-efficient main.py:608-619 and
+      models/wide_resnet.py:33-51), else none — FD then enters the loss as
       ``frobenius_decay / 2 * tdecomp.frobenius_decay(model)``;
     - ``"no_decay"``: biases, normalization parameters and other 1-D parameters; with
       ``decay_norms`` they get ``weight_decay`` too, as the official code does
       (microsoft/fnl_paper pytorch_resnet_cifar10/trainer.py:174-181, which groups by name only).
     Empty groups are omitted.
     """
-    if weight_decay < 0 or frobenius_decay < 0:
-        raise ValueError(
-            f"weight_decay and frobenius_decay must be ≥ 0, got {weight_decay=}, {frobenius_decay=}"
-        )
+    if weight_decay < 0 or frobenius_decay < 0 or factor_decay_scale < 0:
+        raise ValueError(f"weight_decay, frobenius_decay and factor_decay_scale must be ≥ 0, got "
+                         f"{weight_decay=}, {frobenius_decay=}, {factor_decay_scale=}")
     seen: set[int] = set()
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "factors": [], "no_decay": []}
 
@@ -153,7 +155,7 @@ def param_groups(
             add("decay" if is_plain_weight else "no_decay", p)
     decay = {
         "decay": weight_decay,
-        "factors": 0.0 if frobenius_decay > 0 else weight_decay,
+        "factors": 0.0 if frobenius_decay > 0 else weight_decay * factor_decay_scale,
         "no_decay": weight_decay if decay_norms else 0.0,
     }
     return [

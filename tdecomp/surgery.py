@@ -22,6 +22,7 @@ from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .layers.base import FactorizedLayer, Rank, RankScale, get_family
+from .layers.separable import SEPARABLE_FAMILIES, SeparableLayer
 from .layers.spec import CONV_TYPES, DenseSpec
 
 log = logging.getLogger("tdecomp")
@@ -33,11 +34,11 @@ DEFAULT_TARGETS = ("linear", "conv")
 # what a float ``rank`` is a ratio of: the factorized layers' dense parameters, or the whole model's
 # (microsoft/fnl_paper make.py:22-37 bisects the whole model's parameter count)
 BUDGETS = ("layers", "model")
-Replaceable = FactorizedLayer | FactorizedMultiheadAttention
+Replaceable = FactorizedLayer | FactorizedMultiheadAttention | SeparableLayer
 
 
 def factorize(
-    module: nn.Module, family: str, rank: Rank, init: str = "spectral", **options: Any
+    module: nn.Module, family: str, rank: Rank, init: str = "spectral", separable: bool = False, **options: Any
 ) -> Replaceable:
     """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv{1,2,3}d``/``nn.MultiheadAttention``.
 
@@ -55,7 +56,13 @@ def factorize(
         **options: ``implementation`` (``"auto"``, the default, / ``"factorized"`` /
             ``"reconstructed"``) and family options
             (e.g. Tucker's ``fixed_spatial``); attention takes none.
+        separable: replace a k×k conv by the official Table-2 block instead, a dense depthwise
+            k×k conv and a ``family`` (``"tt"``/``"tucker"``) 1×1 conv
+            (:class:`~tdecomp.layers.separable.SeparableLayer`); no options.
     """
+    if separable:
+        _check_separable(family, options)
+        return SeparableLayer.from_dense(module, family, rank, init)
     if isinstance(module, nn.MultiheadAttention):
         _check_attention_options(options)
         return FactorizedMultiheadAttention.from_dense(module, rank, family=family, init=init)
@@ -67,6 +74,13 @@ def _check_attention_options(options: dict[str, Any]) -> None:
     if options:
         raise TypeError(f"factorized attention takes no options, got {', '.join(sorted(options))}; "
                         "factorize attention in its own call (targets=('attention',)) without them")
+
+
+def _check_separable(family: str, options: dict[str, Any]) -> None:
+    if family not in SEPARABLE_FAMILIES:
+        raise ValueError(f"separable=True takes family 'tt' or 'tucker', got {family!r}")
+    if options:
+        raise TypeError(f"the separable block takes no family options, got {', '.join(sorted(options))}")
 
 
 def _default_skip(model: nn.Module) -> set[str]:
@@ -143,6 +157,15 @@ def _budget_terms(
             lambda r: cls.count_params(spec, r, **options) + spec.num_params - spec.weight_numel, spec.num_params)
 
 
+def _separable_budget_terms(
+    module: nn.Module, family: str
+) -> tuple[Callable[[float], tuple[int, ...]], Callable[[tuple[int, ...]], int], int]:
+    """:func:`_budget_terms` of the separable block: the official ranks at a rank scale."""
+    spec = DenseSpec.from_module(module)
+    return (partial(SeparableLayer.ranks_at_scale, spec, family),
+            partial(SeparableLayer.total_params, spec, family), spec.num_params)
+
+
 def factorize_model(
     model: nn.Module,
     family: str,
@@ -153,6 +176,7 @@ def factorize_model(
     targets: Collection[str] = DEFAULT_TARGETS,
     allocation: str = DEFAULT_ALLOCATION,
     budget: str = "layers",
+    separable: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
@@ -172,12 +196,20 @@ def factorize_model(
     To use different families for attention and the rest, call this once per target.
     ``budget="model"`` makes a float ``rank`` the whole model's parameter ratio (the layers left
     dense count at their size, as the official code's bisection does); a :class:`RankScale`
-    rank is applied to every layer as is. See :func:`factorize` for the rest.
+    rank is applied to every layer as is. ``separable=True`` replaces only the convs with a
+    kernel > 1, each by the official Table-2 block (see :func:`factorize`); 1×1 convs and Linear
+    layers stay dense, as in the official WRN (blocks.py:309-324). See :func:`factorize` for the rest.
     """
     check_choice("budget", budget, BUDGETS)
     get_family(family).check_options(options)
     get_allocation(allocation)
     layers = eligible_layers(model, skip, targets)
+    if separable:
+        _check_separable(family, options)
+        if allocation != DEFAULT_ALLOCATION:
+            raise ValueError(f"allocation={allocation!r} does not apply to separable blocks; use "
+                             f"allocation={DEFAULT_ALLOCATION!r}")
+        layers = [(n, m) for n, m in layers if SeparableLayer.applies_to(m)]
     if not layers:
         raise ValueError(f"model has no eligible layer to factorize (targets={tuple(targets)!r}, "
                          f"skip={skip!r})")
@@ -189,7 +221,8 @@ def factorize_model(
     is_ratio = isinstance(rank, float) and not isinstance(rank, RankScale)
     if is_ratio:
         get_family(family).check_ratio(rank)
-        terms = [_budget_terms(m, family, allocation, options) for _, m in layers]
+        terms = [_separable_budget_terms(m, family) if separable else _budget_terms(m, family, allocation, options)
+                 for _, m in layers]
         layer_dense = sum(dense for _, _, dense in terms)
         target = rank * layer_dense if budget == "layers" else rank * model_params - (model_params - layer_dense)
         ranks = allocate([ranks_at for ranks_at, _, _ in terms], lambda i, r: terms[i][1](r), target)
@@ -201,7 +234,7 @@ def factorize_model(
     for (name, module), layer_rank in tqdm(
         list(zip(layers, ranks)), desc=f"factorize ({family})", disable=not progress, leave=False
     ):
-        _replace(model, name, factorize(module, family, layer_rank, init=init, **options))
+        _replace(model, name, factorize(module, family, layer_rank, init=init, separable=separable, **options))
     report = summarize(model)
     log.info("tdecomp: %s", report.headline())
     reached = report.ratio if budget == "layers" else _num_params(model) / model_params
@@ -225,8 +258,7 @@ def collapse_model(model: nn.Module) -> nn.Module:
     compact dense model used for inference and parameter counts. Factorized attention becomes
     ``nn.MultiheadAttention`` (see its ``to_dense`` for when that is possible).
     """
-    names = [n for n, m in model.named_modules() if isinstance(m, Replaceable)]
-    for name in names:
+    for name in _outermost_replaceable(model):
         _replace(model, name, model.get_submodule(name).to_dense())
     return model
 
@@ -270,12 +302,21 @@ class FactorizationReport:
         return "\n".join([*rows, self.headline()])
 
 
+def _outermost_replaceable(model: nn.Module) -> list[str]:
+    """Names of the factorized modules not inside another one (a separable block holds a TT/Tucker layer)."""
+    names: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, Replaceable) and not any(n == "" or name.startswith(f"{n}.") for n in names):
+            names.append(name)
+    return names
+
+
 def summarize(model: nn.Module) -> FactorizationReport:
     """A :class:`FactorizationReport` of the factorized layers currently in ``model``."""
     return FactorizationReport(tuple(
         LayerReport(name, m.family, m.rank, m.num_params, m.spec.num_params)
-        for name, m in model.named_modules()
-        if isinstance(m, Replaceable)
+        for name in _outermost_replaceable(model)
+        for m in [model.get_submodule(name)]
     ))
 
 

@@ -111,5 +111,5 @@ def test_train_help_lists_keys_defaults_choices_and_packaged_configs(capsys):
     out = capsys.readouterr().out
     assert "  rank=0.25\n" in out and "  epochs=10\n" in out
     families = "{" + ", ".join(("dense", *tdecomp.available_families())) + "}"
-    assert f"  family=dense  {families}\n" in out and "  reg=fd  {fd, wd, none}\n" in out
+    assert f"  family=dense  {families}\n" in out and "  reg=fd  {fd, wd, crs, none}\n" in out
     assert "packaged configs" in out and "compression_digits" in out

@@ -173,6 +173,7 @@ class Trainer:
                 targets=config.targets,
                 allocation=config.allocation,
                 budget=config.budget,
+                separable=config.separable,
                 **config.family_options,
             )
         model.to(self.device)
@@ -245,8 +246,10 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
+        n_params = sum(p.numel() for p in self.model.parameters())
         groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0,
-                              decay_norms=cfg.decay_norms)
+                              decay_norms=cfg.decay_norms,
+                              factor_decay_scale=n_params / self.dense_params if cfg.reg == "crs" else 1.0)
         if cfg.reg == "none":
             for g in groups:
                 if g["name"] == "factors":

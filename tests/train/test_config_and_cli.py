@@ -31,7 +31,7 @@ def test_yaml_file_then_overrides(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("famly=cp", "unknown config key 'famly' \\(did you mean 'family'\\?\\); valid keys: model"),
     ("family=svd", "family='svd' is not valid; expected one of: 'dense', 'cp', 'lowrank', ('tensor_ring', )?'tt'"),
-    ("reg=l2", "reg='l2' is not valid; expected one of: 'fd', 'wd', 'none'"),
+    ("reg=l2", "reg='l2' is not valid; expected one of: 'fd', 'wd', 'crs', 'none'"),
     ("init=orthogonal", "init='orthogonal' is not valid"),
     ("model=resnet18", "model='resnet18' is not valid; expected one of: .*'resnet20'"),
     ("data=imagenet", "data='imagenet' is not valid; expected one of: 'cifar10'"),
