@@ -130,14 +130,41 @@ OFFICIAL_WD = {"compression_resnet32x2_cifar10": 1e-4, "compression_vgg19_cifar1
 
 def test_compression_grids_are_the_official_ones():
     for name, ratios in (("compression_resnet32x2_cifar10", (0.1, 0.05, 0.02)),  # make.py:138
-                         ("compression_vgg19_cifar10", (0.1, 0.05, 0.02)),
-                         ("tensor_wrn28_10_cifar10", (0.06667, 0.01667))):  # make.py:198
+                         ("compression_vgg19_cifar10", (0.1, 0.05, 0.02))):
         runs = [("dense", 0.0, False, False, j.config.seed) if j.config.family == "dense" else
                 (j.config.family, j.config.rank, j.config.init == "spectral", j.config.reg == "fd", j.config.seed)
                 for j in jobs(name)]
         official = {("dense", 0.0, False, False, t) for t in (1, 2, 3)} | {
             ("lowrank", r, s, f, t) for r in ratios for s in (False, True) for f in (False, True) for t in (1, 2, 3)}
         assert len(runs) == len(set(runs)) and set(runs) == official, name
+
+
+def official_tensor_grid() -> set[tuple]:
+    """make.py:197-203 (tensor_settings) × trials 1..3: (decomp, ratio, spectral, decay, trial)."""
+    grid = set()
+    for decomp in ["Conv", "TensorTrain", "Tucker"]:
+        for ratio in {"Conv": [0.0, 0.01667, 0.06667], "TensorTrain": [0.234, 0.705], "Tucker": [0.211, 0.68]}[decomp]:
+            for spectral in [False, True] if ratio else [False]:
+                for decay in ["reglr", "crs", "frob"] if ratio else ["reglr"]:
+                    grid |= {(decomp, ratio, spectral, decay, trial) for trial in (1, 2, 3)}
+    return grid
+
+
+def test_tensor_grid_is_the_official_one():
+    """Conv = low rank at a whole-model ratio (make.py:166-167); TensorTrain/Tucker = the separable
+    block at a rank scale (make.py:168-169); decay reglr/crs/frob = reg wd/crs/fd (make.py:176-183)."""
+    runs = []
+    for job in jobs("tensor_wrn28_10_cifar10"):
+        c = job.config
+        if c.family == "dense":
+            runs.append(("Conv", 0.0, False, "reglr", c.seed))
+            continue
+        decomp = {"lowrank": "Conv", "tt": "TensorTrain", "tucker": "Tucker"}[c.family]
+        assert c.separable == (decomp != "Conv") and c.budget == "model", job.name
+        ratio = c.rank if decomp == "Conv" else c.rank_scale
+        assert c.init in ("spectral", "fanout-factors" if decomp == "Conv" else "random"), job.name
+        runs.append((decomp, ratio, c.init == "spectral", {"wd": "reglr", "crs": "crs", "fd": "frob"}[c.reg], c.seed))
+    assert len(runs) == len(set(runs)) and set(runs) == official_tensor_grid()
 
 
 def test_rankscale_grid_is_the_official_one():
@@ -180,7 +207,7 @@ def test_every_run_resolves_to_the_official_setup(name):
         for epoch in (0, 1, 59, 60, 99, 100, 119, 120, 149, 150, 159, 160, 199):
             assert c.lr * f(epoch * SPE) == pytest.approx(official_lr(name, epoch, c.model)), (job.name, epoch)
         assert c.weight_decay == OFFICIAL_WD[name] and c.momentum == 0.9 and c.batch_size == 128
-        if c.family == "dense":
+        if c.family == "dense" or c.separable:  # the separable block: tests/test_wrn_separable.py
             continue
         assert c.init in ("spectral", OFFICIAL_INIT[name]), job.name
         dense, model = _factorized(c.model, None if c.rank_scale else c.rank, c.rank_scale, c.overcomplete, c.budget)
@@ -197,13 +224,16 @@ def test_every_run_resolves_to_the_official_setup(name):
         ratio = sum(p.numel() for p in model.parameters()) / n_dense
         if not c.rank_scale:  # whole-model parameter ratio (make.py:22-37)
             assert ratio == pytest.approx(c.rank, rel=0.01), job.name
-        # weight decay: everything (BN γ/β and biases too) but FD factors (main_pretrain.py:105-113)
-        groups = param_groups(model, c.weight_decay, c.frobenius_coef if c.reg == "fd" else 0.0, c.decay_norms)
+        # weight decay: everything (BN γ/β and biases too) but FD factors (main_pretrain.py:105-113);
+        # crs: factors at weight decay × the model's parameter ratio (deficient-efficient main.py:608-619)
+        groups = param_groups(model, c.weight_decay, c.frobenius_coef if c.reg == "fd" else 0.0, c.decay_norms,
+                              factor_decay_scale=ratio if c.reg == "crs" else 1.0)
         factor_ids = {id(p) for m in layers.values() for p in m.factors()}
         for g in groups:
             for p in g["params"]:
-                official = 0.0 if (id(p) in factor_ids and c.reg == "fd") else c.weight_decay
-                assert g["weight_decay"] == official, (job.name, g["name"])
+                official = {"fd": 0.0, "crs": c.weight_decay * ratio}.get(c.reg, c.weight_decay)
+                official = official if id(p) in factor_ids else c.weight_decay
+                assert g["weight_decay"] == pytest.approx(official, rel=1e-12), (job.name, g["name"])
         if c.reg == "fd":
             assert c.frobenius_coef == c.weight_decay  # coef=args.weight_decay (main_pretrain.py:169)
 
