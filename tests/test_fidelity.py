@@ -152,7 +152,7 @@ def official_tensor_grid() -> set[tuple]:
 
 def test_tensor_grid_is_the_official_one():
     """Conv = low rank at a whole-model ratio (make.py:166-167); TensorTrain/Tucker = the separable
-    block at a rank scale (make.py:168-169); decay reglr/crs/frob = reg wd/crs/fd (make.py:176-183)."""
+    block at a rank scale (make.py:168-169); decay reglr/crs/frob = reg wd/crs/fd (make.py:175-182)."""
     runs = []
     for job in jobs("tensor_wrn28_10_cifar10"):
         c = job.config

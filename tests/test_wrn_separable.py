@@ -19,7 +19,7 @@ from tdecomp.layers.spec import DenseSpec
 from tdecomp.regularize import param_groups
 from tdecomp.train import Trainer
 
-OFFICIAL_SCALES = {"tt": (0.234, 0.705), "tucker": (0.211, 0.68)}  # make.py:199
+OFFICIAL_SCALES = {"tt": (0.234, 0.705), "tucker": (0.211, 0.68)}  # make.py:198
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def _meta_wrn28_10() -> nn.Module:
 
 
 def test_official_formulas_give_the_papers_compression():
-    """The rewritten formulas are the official ones: its scales land on 1/60 and 1/15 (make.py:166-167)."""
+    """The rewritten formulas are the official ones: its scales land on 1/60 and 1/15 (the Conv ratios, make.py:198)."""
     _, dense = official_wrn_convs()
     assert dense == 36_479_194 == sum(p.numel() for p in _meta_wrn28_10().parameters())
     for family, (low, high) in OFFICIAL_SCALES.items():
