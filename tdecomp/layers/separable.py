@@ -107,6 +107,7 @@ class SeparableLayer(Factorized):
     decay as the official code: models/wide_resnet.py:33-51 leaves ``grouped`` out of the factors),
     the tensor's factors (``factor_parameters``: Frobenius decay or "crs" decay act on them), bias.
     Frobenius decay is ‖P‖²_F, the pointwise product (the official ``normsqW``, decomposed.py:126).
+    Construction leaves the parts' default random init; :meth:`from_dense` applies :meth:`init`.
     """
 
     def __init__(self, spec: DenseSpec, family: str, rank: Sequence[int], *,
@@ -123,8 +124,10 @@ class SeparableLayer(Factorized):
         cls, carrier = get_family(family), _carrier(family, self.dims)
         self.pointwise: FactorizedLayer = cls(carrier, cls._clamp(carrier, tuple(rank)),
                                               implementation="reconstructed", **factory)
-        self.bias = nn.Parameter(torch.zeros(spec.out_channels, **factory)) if spec.has_bias else None
-        self.init("spectral")
+        if spec.has_bias:
+            self.bias = nn.Parameter(torch.zeros(spec.out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
 
     # ------------------------------------------------------------------ ranks and budgets
     @staticmethod
