@@ -6,13 +6,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from tdecomp.results import PAIRED_FIELDS
+from tdecomp.results import FIGURE_AXES, PAIRED_FIELDS, ROW_STAT_FIELDS
 
 from .style import family_marker, method_colour
 
 # row fields that are statistics, not grouping keys (see tdecomp.results.aggregate)
-_STATS = ("seeds", "n", "metric", "metric_mean", "metric_std", "metric_low", "metric_high", "params", "param_ratio",
-          "flops", "time_s", *PAIRED_FIELDS)
+_STATS = (*ROW_STAT_FIELDS, *PAIRED_FIELDS)
 _LINESTYLES = ("-", "--", ":", "-.")
 _DODGE = 0.025  # log-x offset between methods at the same parameter count, so error bars don't overlap
 
@@ -62,15 +61,13 @@ def _ticks(values: Sequence[float], low: float, high: float, most: int = 5) -> l
     return kept
 
 
-AXES = {"params": "parameters (log scale)", "flops": "forward FLOPs per example (log scale)"}
-
-
 def accuracy_vs_params_figure(rows: Sequence[dict], title: str = "", x: str = "params"):
-    """Panels per family (marker = family), x = parameters or FLOPs (``x``, a key of :data:`AXES`; log
-    scale, ticks at the measured counts), y = the rows' metric (test accuracy in %), one line per
-    method (colour = method, linestyle = any further grouping key such as the model). Error bars are
-    95% confidence intervals (Student t over seeds); a dense baseline is a black line with its
-    interval as a band across every panel. ``rows`` come from :func:`tdecomp.results.aggregate`."""
+    """Panels per family (marker = family); x = a row field named in
+    :data:`tdecomp.results.FIGURE_AXES` (parameters, parameters while training or FLOPs; log scale,
+    ticks at the measured counts); y = the rows' metric (test accuracy in %), one line per method
+    (colour = method, linestyle = any further grouping key such as the model). Error bars are 95%
+    confidence intervals (Student t over seeds); a dense baseline is a black line with its interval
+    as a band across every panel. ``rows`` come from :func:`tdecomp.results.aggregate`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,11 +119,12 @@ def accuracy_vs_params_figure(rows: Sequence[dict], title: str = "", x: str = "p
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(lambda x, _: _compact(x))
         ax.set_title(family, fontsize=10)
-        ax.set_xlabel(AXES[x])
+        ax.set_xlabel(FIGURE_AXES[x])
         ax.grid(True, alpha=0.3)
     for ax in axes[::cols]:
         ax.set_ylabel(rows[0]["metric"] if rows else "test acc (%)")
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 4),
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncol=min(len(handles), 2 * cols),  # a one-panel figure wraps its legend instead of clipping it
                fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)

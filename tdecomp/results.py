@@ -23,6 +23,10 @@ from . import run_files
 from .config import RESUME_MAY_CHANGE
 from .stats import estimate, paired_difference
 
+# x axes of the accuracy figures: a row field → its axis label
+FIGURE_AXES = {"params": "parameters (log scale)", "trained_params": "parameters while training (log scale)",
+               "flops": "forward FLOPs per example (log scale)"}
+
 DENSE_IRRELEVANT = ("rank", "init", "reg")
 # config keys that may differ among the runs a row pools: the seed, and where/how a run executed
 # (what a resumed run may change, except epochs); data_dir is where the same data lies; norm_match
@@ -148,6 +152,9 @@ def _row_fields(run: RunResult) -> dict[str, Any]:
     return fields
 
 
+# the fields aggregate adds to a row beside its grouping keys (statistics, not keys)
+ROW_STAT_FIELDS = ("metric", "metric_mean", "metric_std", "metric_low", "metric_high", "n", "params",
+                   "trained_params", "param_ratio", "flops", "time_s")
 # the fields --paired-vs adds to a row (statistics, not grouping keys)
 PAIRED_FIELDS = ("paired_vs", "diff_mean", "diff_low", "diff_high", "pairs")
 
@@ -192,6 +199,9 @@ def aggregate(
             "metric_high": stats.high,
             "n": stats.n,
             "params": round(statistics.fmean(r.summary["params"] for r in members)),
+            # parameters while training (an overcomplete layer at its factor count; older runs: params)
+            "trained_params": round(statistics.fmean(r.summary.get("trained_params", r.summary["params"])
+                                                     for r in members)),
             "param_ratio": statistics.fmean(r.summary["param_ratio"] for r in members),
             # forward FLOPs per example (runs from before FLOPs were recorded have none)
             "flops": statistics.fmean(r.summary.get("flops", math.nan) for r in members),

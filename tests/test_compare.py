@@ -15,7 +15,7 @@ import scipy.stats
 import yaml
 
 from tdecomp.cli import main
-from tdecomp.results import aggregate, load_runs
+from tdecomp.results import PAIRED_FIELDS, ROW_STAT_FIELDS, aggregate, load_runs
 from tdecomp.stats import estimate, paired_difference
 
 METHOD_SETTINGS = {"SI+FD": {"init": "spectral", "reg": "fd"}, "random+WD": {"init": "random", "reg": "wd"},
@@ -87,6 +87,9 @@ def test_paired_differences_against_a_method_and_against_dense(tmp_path):
     assert vs_dense["random+WD", "0.1"]["pairs"] == 4
     assert vs_dense["random+WD", "0.1"]["diff_mean"] == pytest.approx(
         statistics.fmean(100 * (base[s] - dense[s]) for s in base))
+    # a row is its grouping keys plus the declared statistics (the figure tells lines apart by the rest)
+    assert all(set(r) == {*keys, *ROW_STAT_FIELDS, *PAIRED_FIELDS} for r in vs_dense.values())
+    assert rows["SI+FD", "0.1"]["trained_params"] == 100  # summaries without trained_params: params
     with pytest.raises(ValueError, match="no row has that method"):
         aggregate(load_runs([root]), keys, paired_vs="SI+WD")
     with pytest.raises(ValueError, match="needs method"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..results import FIGURE_AXES
+
 # no "%" here: argparse %-formats help strings
 HELP = ("tables (Markdown/CSV/LaTeX: mean, std, Student-t CI and n over seeds; paired differences) and "
         "accuracy-vs-params (or FLOPs) figures across runs")
@@ -23,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--metric", default="acc",
                         help="headline metric from summary.json: acc (%%), bleu, ppl or loss (default: acc)")
-    parser.add_argument("--x", default="params", choices=("params", "flops"),
-                        help="figure x axis: parameters or forward FLOPs per example (default: params)")
+    parser.add_argument("--x", default="params", choices=tuple(FIGURE_AXES),
+                        help="figure x axis: deployed parameters, parameters while training (overcomplete "
+                        "layers at their factor count) or forward FLOPs per example (default: params)")
     parser.add_argument("--pivot", default=None,
                         help="also print/write a paper-layout table with one column per value of this key (e.g. rank)")
     parser.add_argument("--paired-vs", default=None, metavar="METHOD",

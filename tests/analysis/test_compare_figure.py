@@ -13,8 +13,8 @@ from tdecomp.analysis.style import FAMILY_MARKERS, METHOD_COLOURS  # noqa: E402
 
 
 def _row(family: str, method: str, rank: str, params: int, acc: float) -> dict:
-    return dict(family=family, method=method, rank=rank, seeds=2, metric="test acc (%)", metric_mean=acc,
-                metric_std=0.5, params=params, param_ratio=0.1, time_s=1.0)
+    return dict(family=family, method=method, rank=rank, n=2, metric="test acc (%)", metric_mean=acc,
+                metric_std=0.5, params=params, trained_params=params * 3, param_ratio=0.1, time_s=1.0)
 
 
 def _rows(dense: bool) -> list[dict]:
@@ -63,4 +63,17 @@ def test_tick_labels_never_overlap_and_no_dense_entry_without_a_dense_run():
             assert boxes and not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
         (legend,) = fig.legends
         assert any("dense" in t.get_text() for t in legend.get_texts()) == dense
+        plt.close(fig)
+
+
+def test_one_panel_legend_wraps_inside_the_figure_and_any_x_field_keeps_one_line_per_method():
+    rows = [r for r in _rows(dense=True) if r["family"] in ("dense", "lowrank")]
+    rows += [dict(r, method=m) for r in rows if r["method"] == "SI+FD" for m in ("SI+WD", "random+FD")]
+    for x in ("params", "trained_params"):
+        fig = accuracy_vs_params_figure(rows, x=x)
+        fig.canvas.draw()
+        (legend,) = fig.legends
+        assert len(legend.get_texts()) == 5  # four methods and dense: no other row field splits a line
+        box, page = legend.get_window_extent(), fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)  # not clipped at the sides
         plt.close(fig)
