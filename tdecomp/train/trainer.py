@@ -268,8 +268,8 @@ class Trainer:
         """The loss to backprop (task loss + λ/2·FD) and the task's additive epoch counts."""
         with self._autocast():
             loss, stats = self.task.training_step(self.forward_model, batch)
-        if self.config.reg == "fd" and self.config.family != "dense":
-            loss = loss + 0.5 * self.config.frobenius_coef * frobenius_decay(self.model)
+        if self.config.reg == "fd":  # also a family=dense model built with factorized modules
+            loss = loss + 0.5 * self.config.frobenius_coef * frobenius_decay(self.model, self.config.fd_skip)
         return loss, stats
 
     def log(self, message: str) -> None:
