@@ -63,7 +63,7 @@ def test_embedding_rank_scale_and_per_factor_init():
     big = nn.Embedding(1024, 256)
     layer = tdecomp.factorize(big, "lowrank", tdecomp.RankScale(0.25), init="fairseq-factors")
     assert layer.U.shape == (1024, 64) and layer.V.shape == (256, 64)
-    for factor in (layer.U, layer.V):
+    for factor in (layer.U.detach(), layer.V.detach()):
         assert abs(float(factor.mean())) < 0.005 and float(factor.std()) == pytest.approx(0.1, rel=0.03)
     with pytest.raises(ValueError, match="no overcomplete form"):
         tdecomp.factorize(_embedding(), "lowrank", 13)
@@ -143,3 +143,48 @@ def test_fd_skip_leaves_out_the_named_products():
     assert float(frobenius_decay(model)) == pytest.approx(fc + qk + ov, rel=1e-10)
     assert float(frobenius_decay(model, ["quekey"])) == pytest.approx(fc + ov, rel=1e-10)
     assert float(frobenius_decay(model, ["quekey", "outval"])) == pytest.approx(fc, rel=1e-10)
+
+
+# ---------------------------------------------------------------- the whole model
+def _official_model_forward(model, src, tgt):
+    """transformer.py:114-133 (encoder), 203-245 (decoder), 456-473 (FFN, residual),
+    layer_normlization.py (γ(x − μ)/(σ_unbiased + 1e-6) + β), utils.make_positions (right padding)."""
+    def norm(ln, x):
+        return ln.gamma * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-6) + ln.beta
+
+    def positions(ids):
+        arange = torch.arange(1, ids.shape[1] + 1).expand_as(ids)  # padding_idx + 1 + t, padding_idx = 0
+        return torch.where(ids != 0, arange, 0)
+
+    def embed(coder, ids):
+        return coder.embed_tokens(ids) + coder.embed_positions(positions(ids))
+
+    def ffn(f, x):
+        return F.linear(torch.relu(F.linear(x, f.fc1.weight)), f.fc2.weight)
+
+    pad_bias = lambda ids: (ids == 0)[:, None, :].double().expand(-1, ids.shape[1], -1) * -1e9  # noqa: E731
+    x = embed(model.encoder, src)
+    for block, (n1, n2) in zip(model.encoder.blocks, model.encoder.norms):
+        h = norm(n1, x)
+        x = x + _official_attention(block["self"], h, h, pad_bias(src))
+        x = x + ffn(block["ffn"], norm(n2, x))
+    memory = norm(model.encoder.out_norm, x)
+    t = tgt.shape[1]
+    bias = pad_bias(tgt) + torch.triu(torch.ones(t, t), diagonal=1) * -1e9
+    y = embed(model.decoder, tgt)
+    for block, (n1, n2, n3) in zip(model.decoder.blocks, model.decoder.norms):
+        h = norm(n1, y)
+        y = y + _official_attention(block["self"], h, h, bias)
+        y = y + _official_attention(block["cross"], norm(n2, y), memory, None)  # no mask (transformer.py:239)
+        y = y + ffn(block["ffn"], norm(n3, y))
+    return F.linear(norm(model.decoder.out_norm, y), model.out_embed.weight, model.out_embed.bias)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_fairseq_model_is_the_forks_forward(scale):
+    torch.manual_seed(0)
+    model = tdecomp.models.create("transformer_small_fairseq", src_vocab=11, tgt_vocab=13, d_model=16, heads=4,
+                                  ffn_dim=24, max_positions=32, rank_scale=scale).eval()
+    src = torch.tensor([[3, 4, 5, 6, 2], [7, 8, 2, 0, 0]])
+    tgt = torch.tensor([[1, 5, 6, 7], [1, 9, 0, 0]])
+    torch.testing.assert_close(model(src, tgt), _official_model_forward(model, src, tgt), rtol=1e-9, atol=1e-9)
