@@ -119,7 +119,7 @@ def test_head_reduced_attention_init_is_the_officials():
     torch.manual_seed(0)
     spectral = HeadReducedAttention(32, 4, rank_scale=0.5, spectral=True)
     for a, b in ((plain.quekey, spectral.quekey), (plain.outval, spectral.outval)):
-        u, v = a.pairs.U, a.pairs.V
+        u, v = a.pairs.U.detach(), a.pairs.V.detach()
         assert float(u.abs().max()) <= 0.1 and float(v.abs().max()) <= 0.1
         torch.testing.assert_close(b.pairs.products(), u @ v.mT, rtol=1e-10, atol=1e-10)
         for h in range(4):
@@ -129,6 +129,7 @@ def test_head_reduced_attention_init_is_the_officials():
             torch.testing.assert_close(b.pairs.V[h].T @ b.pairs.V[h], diag, rtol=1e-8, atol=1e-10)
 
 
+@torch.no_grad()
 def test_fd_skip_leaves_out_the_named_products():
     """frob.py:51-63: modules whose name ends with a skiplist entry get no FD; brute force Σ‖L_h R_hᵀ‖²."""
     torch.manual_seed(0)
