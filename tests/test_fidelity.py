@@ -246,7 +246,7 @@ def test_translation_recipe_is_the_official_one():
         c = job.config
         assert (c.optimizer, c.lr, c.momentum, c.grad_clip) == ("nag", 0.25, 0.99, 0.1)
         assert c.data_kwargs["label_smoothing"] == 0.1 and c.model_kwargs["dropout"] == 0.2
-        assert c.model == "transformer_small_fairseq" and c.decay_norms and c.max_tokens == 4000  # make.py:211
+        assert c.model == "transformer_small_fairseq" and c.decay_norms and c.max_tokens == 4000  # make.py:210
         f = lr_multiplier(c.schedule, 10**6, c.warmup_steps, c.milestones, c.gamma, c.warmup_factor)
         for update in (1, 2000, 4000, 4001, 16000, 100000):  # lr of the update-th update
             n = update - 1
@@ -270,7 +270,7 @@ LIN = "lin"  # the FactorizedLinear/FactorizedEmbedding modules (singleprocess_t
 
 
 def official_transformer_grid() -> list[tuple]:
-    """make.py:267-290 as written: (scale, decay, frob, frob_qk, frob_ov, spectral, spectral_ov)."""
+    """make.py:279-289 as written: (scale, decay, frob, frob_qk, frob_ov, spectral, spectral_ov)."""
     grid = []
     for scale in [0.0, 0.25, 0.5]:
         for decay in [0.0, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4] if scale else [0.0, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3]:
@@ -287,7 +287,7 @@ def official_behaviour(scale, decay, frob, frob_qk, frob_ov, spectral, spectral_
     """What the fork does with those flags: (s, SI of the patched layers, SI of the attention
     products, weight decay of every parameter, FD λ, FD-decayed module kinds).
 
-    make.py:262-265: any --wd2fd* flag passes DECAY as --frobenius-decay, else as --weight-decay
+    make.py:261-264: any --wd2fd* flag passes DECAY as --frobenius-decay, else as --weight-decay
     (both default 0, options.py:87,169); singleprocess_train.py:117-125 resets the skiplist to
     quekey/outval unless their flag is set, so the patched layers (frobgrad, frob.py:121) are always
     decayed (frob.py:51-63) and --wd2fd itself changes nothing; no_decay only names weights whose
