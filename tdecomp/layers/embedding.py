@@ -3,6 +3,8 @@ token and position embeddings (microsoft/fnl_paper Transformer-PyTorch/singlepro
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -74,6 +76,10 @@ class FactorizedEmbedding(LowRankLayer):
 
     def forward(self, ids: Tensor) -> Tensor:
         return F.embedding(ids, self.U, self.padding_idx) @ self.V.T
+
+    def macs(self, input_shape: Sequence[int], implementation: str | None = None) -> int:
+        """r·d per looked-up id (U[ids] (…, r) @ Vᵀ; the lookup itself multiplies nothing)."""
+        return math.prod(input_shape) * self.rank[0] * self.spec.in_channels
 
     @torch.no_grad()
     def to_dense(self) -> nn.Embedding:

@@ -35,6 +35,7 @@ def test_embedding_forward_is_a_lookup_of_the_reconstructed_table(init):
     ids = torch.randint(0, 23, (4, 9))
     table = layer.U @ layer.V.T
     torch.testing.assert_close(layer(ids), F.embedding(ids, table), rtol=1e-12, atol=1e-12)
+    assert layer.macs(ids.shape) == 4 * 9 * 5 * 12  # ids × r × d
     dense = tdecomp.collapse_model(nn.Sequential(layer))[0]
     assert type(dense) is nn.Embedding and dense.padding_idx == 0
     torch.testing.assert_close(dense(ids), layer(ids), rtol=1e-12, atol=1e-12)
