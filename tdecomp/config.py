@@ -91,6 +91,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     decay_norms: bool = False  # also weight-decay norm γ/β and biases (the official code does)
     fd_coef: float | None = None  # Frobenius-decay λ; None: same as weight_decay (as the paper)
+    fd_skip: list[str] = field(default_factory=list)  # factorized modules whose name ends so get no FD
     rebalance: bool | None = None  # tdecomp.rebalance after each step; None: on under reg=fd
     schedule: str = "step"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
@@ -100,6 +101,7 @@ class TrainConfig:
     warmup_factor: float | None = None  # null: linear warm-up from 0; c: constant c× lr during warm-up
     epochs: int = 10
     batch_size: int = 128  # global batch (split over DDP processes)
+    max_tokens: int = 0  # > 0: training batches of ≤ this many (padded) tokens per process, as fairseq
     eval_batch_size: int = 512
     grad_clip: float = 0.0  # max global grad norm (0: off)
     # execution
@@ -151,6 +153,8 @@ class TrainConfig:
             raise ValueError(f"norm_match must be a path to a dynamics.jsonl (or empty), got {self.norm_match!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int ≥ 0 (0: use warmup_epochs), got {self.warmup_steps!r}")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 0:
+            raise ValueError(f"max_tokens must be an int ≥ 0 (0: batch_size examples), got {self.max_tokens!r}")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive int, got {getattr(self, key)!r}")
@@ -163,6 +167,8 @@ class TrainConfig:
             raise ValueError(f"warmup_factor must be a number > 0 or null (linear warm-up), got {self.warmup_factor!r}")
         if self.fd_coef is not None and (not isinstance(self.fd_coef, (int, float)) or self.fd_coef < 0):
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
+        if not isinstance(self.fd_skip, list) or not all(isinstance(e, str) and e for e in self.fd_skip):
+            raise ValueError(f"fd_skip must be a list of module-name suffixes (e.g. [quekey]), got {self.fd_skip!r}")
         if self.rebalance is not None and not isinstance(self.rebalance, bool):
             raise ValueError(f"rebalance must be true, false or null (on under reg=fd), got {self.rebalance!r}")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):

@@ -23,7 +23,9 @@ from torch import Tensor
 
 INIT_METHODS = ("spectral", "random")
 # the official code's unbalanced per-factor draws (low-rank family only; see LowRankLayer.init_factors)
-FACTOR_INITS = ("kaiming-factors", "fanout-factors")
+# "fairseq-factors": each factor drawn as the fairseq fork draws the dense module (Linear U(−0.1, 0.1),
+# Embedding N(0, 0.1); Transformer-PyTorch/singleprocess_train.py:57,61)
+FACTOR_INITS = ("kaiming-factors", "fanout-factors", "fairseq-factors")
 LAYER_INIT_METHODS = INIT_METHODS + FACTOR_INITS
 
 

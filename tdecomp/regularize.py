@@ -22,7 +22,7 @@ them and a shrinking factor's gradient explodes. Rebalance after every step, a n
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 
 import torch
 from torch import Tensor, nn
@@ -32,16 +32,18 @@ from .layers.base import Factorized, MethodAsForward
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 
-def frobenius_decay(model: nn.Module) -> Tensor:
+def frobenius_decay(model: nn.Module, skip: Collection[str] = ()) -> Tensor:
     """Σ ‖W‖²_F over the factorized modules of ``model``, from factor Gram identities (scalar).
 
-    Nested factorized modules are counted once (the outermost one owns its factors). Modules of
+    Nested factorized modules are counted once (the outermost one owns its factors). Modules whose
+    qualified name ends with an entry of ``skip`` are left out (the official ``skiplist``,
+    microsoft/fnl_paper frob.py:51-55, e.g. ``("quekey",)`` decays no attention QKᵀ products). Modules of
     one type with same-shaped factors are computed as one batch (their factors stacked, each
     module's ``frobenius_sq`` vmapped: one ``bmm`` per Gram instead of one kernel per layer), in
     float32 even under autocast — the Grams are sums of squares that overflow or lose the small
     terms in half precision.
     """
-    modules = _outermost_factorized(model)
+    modules = [m for name, m in _named_outermost_factorized(model) if not name.endswith(tuple(skip))]
     if not modules:
         p = next(model.parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
@@ -105,16 +107,20 @@ def _group_frobenius_sq(group: list[Factorized]) -> Tensor:
 
 
 def _outermost_factorized(model: nn.Module) -> list[Factorized]:
-    found: list[Factorized] = []
+    return [module for _, module in _named_outermost_factorized(model)]
 
-    def visit(module: nn.Module) -> None:
+
+def _named_outermost_factorized(model: nn.Module) -> list[tuple[str, Factorized]]:
+    found: list[tuple[str, Factorized]] = []
+
+    def visit(name: str, module: nn.Module) -> None:
         if isinstance(module, Factorized):
-            found.append(module)
+            found.append((name, module))
             return
-        for child in module.children():
-            visit(child)
+        for child_name, child in module.named_children():
+            visit(f"{name}.{child_name}" if name else child_name, child)
 
-    visit(model)
+    visit("", model)
     return found
 
 

@@ -1,7 +1,8 @@
 """Model surgery: factorize single layers or whole models to a budget, and collapse them back.
 
-Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv1d``/``Conv2d``/``Conv3d`` (``"conv"``) and ``nn.MultiheadAttention``
-(``"attention"``, replaced by :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`).
+Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv1d``/``Conv2d``/``Conv3d`` (``"conv"``), ``nn.MultiheadAttention``
+(``"attention"``, replaced by :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`) and ``nn.Embedding``
+(``"embedding"``, replaced by :class:`~tdecomp.layers.embedding.FactorizedEmbedding`, low-rank only).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
 from .layers.base import FactorizedLayer, Rank, RankScale, get_family
+from .layers.embedding import FactorizedEmbedding
 from .layers.separable import SEPARABLE_FAMILIES, SeparableLayer
 from .layers.spec import CONV_TYPES, DenseSpec
 
@@ -29,7 +31,8 @@ log = logging.getLogger("tdecomp")
 
 SkipRule = str | Collection[str] | Callable[[str, nn.Module], bool]
 BUDGET_TOLERANCE = 0.02
-TARGETS = {"linear": (nn.Linear,), "conv": CONV_TYPES, "attention": (nn.MultiheadAttention,)}
+TARGETS = {"linear": (nn.Linear,), "conv": CONV_TYPES, "attention": (nn.MultiheadAttention,),
+           "embedding": (nn.Embedding,)}
 DEFAULT_TARGETS = ("linear", "conv")
 # what a float ``rank`` is a ratio of: the factorized layers' dense parameters, or the whole model's
 # (microsoft/fnl_paper make.py:22-37 bisects the whole model's parameter count)
@@ -66,6 +69,9 @@ def factorize(
     if isinstance(module, nn.MultiheadAttention):
         _check_attention_options(options)
         return FactorizedMultiheadAttention.from_dense(module, rank, family=family, init=init)
+    if isinstance(module, nn.Embedding):
+        _check_embedding_family(family)
+        return FactorizedEmbedding.from_dense(module, rank, init=init, **options)
     return get_family(family).from_dense(module, rank, init=init, **options)
 
 
@@ -83,6 +89,12 @@ def _check_separable(family: str, options: dict[str, Any]) -> None:
         raise TypeError(f"the separable block takes no family options, got {', '.join(sorted(options))}")
 
 
+def _check_embedding_family(family: str) -> None:
+    if family != FactorizedEmbedding.family:
+        raise ValueError(f"embeddings factorize as low-rank tables only, not family={family!r}; "
+                         "factorize them in their own call (targets=('embedding',), family='lowrank')")
+
+
 def _default_skip(model: nn.Module) -> set[str]:
     """The paper's convention: the first conv and the final classifier (last Linear) stay dense."""
     convs = [n for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
@@ -96,7 +108,8 @@ def eligible_layers(
     """``(name, module)`` of the layers :func:`factorize_model` would replace.
 
     ``targets`` picks the module types: ``"linear"`` (``nn.Linear``, e.g. feed-forward blocks),
-    ``"conv"`` (``nn.Conv1d``/``Conv2d``/``Conv3d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole).
+    ``"conv"`` (``nn.Conv1d``/``Conv2d``/``Conv3d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole),
+    ``"embedding"`` (``nn.Embedding``, as a low-rank table).
     Excluded: layers matched by ``skip`` (``"default"``: first conv and last Linear; a collection
     of qualified module names; or a predicate ``(name, module) -> bool``, which then also sees
     attention modules), grouped convs, and Linear layers owned by ``nn.MultiheadAttention`` (it
@@ -152,7 +165,12 @@ def _budget_terms(
         att = AttentionSpec.from_module(module)
         return (partial(ATTENTION_FAMILIES.get(family).ranks_at_scale, att),
                 partial(FactorizedMultiheadAttention.total_params, att, family), att.num_params)
-    cls, spec = get_family(family), DenseSpec.from_module(module)
+    if isinstance(module, nn.Embedding):
+        _check_embedding_family(family)
+        spec = FactorizedEmbedding.table_spec(module.num_embeddings, module.embedding_dim)
+    else:
+        spec = DenseSpec.from_module(module)
+    cls = get_family(family)
     return (get_allocation(allocation)(cls, spec, module.weight.detach(), options),
             lambda r: cls.count_params(spec, r, **options) + spec.num_params - spec.weight_numel, spec.num_params)
 

@@ -41,7 +41,7 @@ def test_bad_rank_entries_and_types(rank):
         tdecomp.factorize(nn.Conv2d(4, 4, 3), "tucker", rank)
 
 
-@pytest.mark.parametrize("module", [nn.ConvTranspose2d(3, 3, 3), nn.LSTM(3, 3), nn.Embedding(2, 3)])
+@pytest.mark.parametrize("module", [nn.ConvTranspose2d(3, 3, 3), nn.LSTM(3, 3), nn.Bilinear(2, 2, 3)])
 def test_unsupported_module(module):
     with pytest.raises(TypeError, match=r"module must be nn.Linear or nn.Conv1d/Conv2d/Conv3d, got"):
         tdecomp.factorize(module, "lowrank", 2)

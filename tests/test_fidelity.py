@@ -4,6 +4,7 @@ init kind, each against the official code's formulas rewritten here (docs/fideli
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import cache
 from pathlib import Path
@@ -15,7 +16,8 @@ from torch import nn
 import tdecomp
 from experiments.sweep import expand, load_sweep
 from tdecomp import models
-from tdecomp.regularize import param_groups
+from tdecomp.layers.attention.reduced import HeadReducedAttention
+from tdecomp.regularize import frobenius_decay, param_groups
 from tdecomp.train.schedule import lr_multiplier
 
 CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
@@ -244,11 +246,178 @@ def test_translation_recipe_is_the_official_one():
         c = job.config
         assert (c.optimizer, c.lr, c.momentum, c.grad_clip) == ("nag", 0.25, 0.99, 0.1)
         assert c.data_kwargs["label_smoothing"] == 0.1 and c.model_kwargs["dropout"] == 0.2
+        assert c.model == "transformer_small_fairseq" and c.decay_norms and c.max_tokens == 4000  # make.py:210
         f = lr_multiplier(c.schedule, 10**6, c.warmup_steps, c.milestones, c.gamma, c.warmup_factor)
         for update in (1, 2000, 4000, 4001, 16000, 100000):  # lr of the update-th update
             n = update - 1
             official = 0.25 if n < 4000 else 0.25 * math.sqrt(4000) / math.sqrt(n)
             assert c.lr * f(n) == pytest.approx(official)
-        if c.family != "dense":
-            assert c.reg == "fd" and c.init in ("random", "spectral")
-            assert 1e-6 <= c.frobenius_coef <= 1e-4
+
+
+# ---------------------------------------------------------------- translation (fairseq fork)
+@pytest.fixture
+def one_thread():
+    """The SVDs of 1024×256 tables crawl when torch's threads outnumber the free cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+D, HEADS, FFN, LAYERS, POSITIONS = 256, 4, 1024, 2, 1024  # transformer.py:597-609, options.py:47
+SRC_VOCAB, TGT_VOCAB = 40, 50
+LIN = "lin"  # the FactorizedLinear/FactorizedEmbedding modules (singleprocess_train.py:50-64)
+
+
+def official_transformer_grid() -> list[tuple]:
+    """make.py:279-289 as written: (scale, decay, frob, frob_qk, frob_ov, spectral, spectral_ov)."""
+    grid = []
+    for scale in [0.0, 0.25, 0.5]:
+        for decay in [0.0, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4] if scale else [0.0, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3]:
+            for frob_ov in [False, True] if decay else [False]:
+                for frob in [False, True] if decay and scale else [False]:
+                    for frob_qk in [False, True] if frob_ov else [False]:
+                        for spectral in [False, True] if scale else [False]:
+                            for spectral_ov in [False, True] if 0.0 <= decay <= 1e-4 else [False]:
+                                grid.append((scale, decay, frob, frob_qk, frob_ov, spectral, spectral_ov))
+    return grid
+
+
+def official_behaviour(scale, decay, frob, frob_qk, frob_ov, spectral, spectral_ov) -> tuple:
+    """What the fork does with those flags: (s, SI of the patched layers, SI of the attention
+    products, weight decay of every parameter, FD λ, FD-decayed module kinds).
+
+    make.py:261-264: any --wd2fd* flag passes DECAY as --frobenius-decay, else as --weight-decay
+    (both default 0, options.py:87,169); singleprocess_train.py:117-125 resets the skiplist to
+    quekey/outval unless their flag is set, so the patched layers (frobgrad, frob.py:121) are always
+    decayed (frob.py:51-63) and --wd2fd itself changes nothing; no_decay only names weights whose
+    weight decay is 0 anyway."""
+    fd = decay if (frob or frob_qk or frob_ov) else 0.0
+    kinds = {LIN} if fd and 0 < scale < 1 else set()
+    kinds |= {k for k, flag in (("quekey", frob_qk), ("outval", frob_ov)) if flag and fd}
+    return scale, spectral, spectral_ov, decay - fd, fd if kinds else 0.0, frozenset(kinds)
+
+
+def official_param_count(scale: float) -> int:
+    """transformer.py:72-201 with singleprocess_train.py:50-64 (FactorizedLinear: r(m+n), bias kept)."""
+    key = int(scale * D / HEADS) * HEADS if scale else D  # transformer.py:337
+
+    def matrix(m: int, n: int) -> int:
+        return round(scale * min(m, n)) * (m + n) if 0 < scale < 1 else m * n
+
+    attention, ffn, norm = 4 * D * key, 2 * matrix(FFN, D), 2 * D
+    encoder = matrix(SRC_VOCAB, D) + matrix(POSITIONS, D) + LAYERS * (attention + ffn + 2 * norm) + norm
+    decoder = matrix(TGT_VOCAB, D) + matrix(POSITIONS, D) + LAYERS * (2 * attention + ffn + 3 * norm) + norm
+    return encoder + decoder + matrix(TGT_VOCAB, D) + TGT_VOCAB
+
+
+OFFICIAL_PATCHED = {f"{coder}.embed_{kind}" for coder in ("encoder", "decoder") for kind in ("tokens", "positions")} | {
+    f"{coder}.blocks.{i}.ffn.fc{j}" for coder in ("encoder", "decoder") for i in range(LAYERS) for j in (1, 2)} | {
+    "out_embed"}  # singleprocess_train.py:52-64 (out_embed: the decoder's, the loop variable after the loop)
+
+
+@cache
+def _fairseq_model(scale: float, init: str | None, spectral_attention: bool):
+    """(dense reference, the run's model) built as the trainer builds them, same seed."""
+    torch.manual_seed(0)
+    dense = models.create("transformer_small_fairseq", src_vocab=SRC_VOCAB, tgt_vocab=TGT_VOCAB,
+                          rank_scale=scale, spectral_attention=spectral_attention)
+    model = copy.deepcopy(dense)
+    if scale:
+        tdecomp.factorize_model(model, "lowrank", tdecomp.RankScale(scale), init=init, skip=set(),
+                                targets=("linear", "embedding"), progress=False)
+    return dense, model
+
+
+def _kind(name: str) -> str:
+    return next((k for k in ("quekey", "outval") if f".{k}." in name), LIN)
+
+
+@cache
+def _fd_kinds(key: tuple, skip: tuple[str, ...]) -> frozenset[str]:
+    """The kinds of factors that FD (as the trainer adds it) reaches, read off autograd."""
+    _, model = _fairseq_model(*key)
+    model.zero_grad()
+    frobenius_decay(model, skip).backward()
+    factors = {id(p) for m in tdecomp.regularize._outermost_factorized(model) for p in m.factor_parameters()}
+    reached: dict[str, set[bool]] = {}
+    for name, p in model.named_parameters():
+        if id(p) in factors:
+            reached.setdefault(_kind(name), set()).add(p.grad is not None and bool(p.grad.any()))
+    assert all(len(flags) == 1 for flags in reached.values()), reached  # a kind is decayed whole
+    return frozenset(kind for kind, flags in reached.items() if True in flags)
+
+
+def _our_behaviour(c) -> tuple:
+    scale, spectral_attention = c.model_kwargs["rank_scale"], c.model_kwargs["spectral_attention"]
+    assert (c.rank_scale or 0.0) == scale and (c.family == "lowrank") == (scale > 0)
+    if scale:  # the patched layers: SI or the fork's per-factor draws, all of them, no skip
+        assert c.init in ("spectral", "fairseq-factors") and c.skip == [] and c.targets == ["linear", "embedding"]
+    key = (scale, c.init if scale else None, spectral_attention)
+    _, model = _fairseq_model(*key)
+    fd = c.frobenius_coef if c.reg == "fd" else 0.0
+    groups = param_groups(model, c.weight_decay, fd, c.decay_norms)
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+    (wd,) = {g["weight_decay"] for g in groups}  # every parameter alike (the fork's no_decay is empty)
+    kinds = _fd_kinds(key, tuple(c.fd_skip)) if fd else frozenset()
+    return scale, bool(scale) and c.init == "spectral", spectral_attention, wd, fd if kinds else 0.0, kinds
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_translation_grid_is_the_official_one():
+    """Every official setting's behaviour once (--wd2fd changes nothing, see official_behaviour),
+    three trials each (make.py:384-388), and nothing else."""
+    official = {official_behaviour(*setting) for setting in official_transformer_grid()}
+    assert len(official_transformer_grid()) == 286 and len(official) == 206
+    runs = [(_our_behaviour(j.config), j.config.seed) for j in jobs("translation_iwslt14")]
+    assert len(runs) == len(set(runs)) == 3 * len(official)
+    assert {b for b, _ in runs} == official and {s for _, s in runs} == {1, 2, 3}
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("scale", [0.0, 0.25, 0.5])
+def test_translation_model_factorizes_what_the_fork_does(scale):
+    """Per-layer ranks and shapes, the head dimension and the parameter count of the fork's model."""
+    dense, model = _fairseq_model(scale, "spectral" if scale else None, False)
+    assert sum(p.numel() for p in model.parameters()) == official_param_count(scale)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, tdecomp.LowRankLayer)}
+    assert set(layers) == (OFFICIAL_PATCHED if scale else set())
+    for name, layer in layers.items():
+        m, n = dense.get_submodule(name).weight.shape
+        r = round(scale * min(m, n))  # frob.py:101
+        assert layer.U.shape == (m, r) and layer.V.shape == (n, r) and layer.M is None, name
+    head = int(scale * D / HEADS) if scale else D // HEADS  # transformer.py:337,346
+    attention = [m for m in model.modules() if isinstance(m, HeadReducedAttention)]
+    assert len(attention) == 3 * LAYERS
+    for att in attention:
+        for pairs in (att.quekey.pairs, att.outval.pairs):
+            assert pairs.U.shape == pairs.V.shape == (HEADS, D, head)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("scale", [0.25, 0.5])
+def test_translation_inits_are_the_forks(scale):
+    """--spectral: the truncated SVD of the dense layer (frob.py:66-70,105-108); otherwise each
+    factor drawn as its dense module (singleprocess_train.py:57,61); --spectral-quekey/-outval:
+    balanced factors of the same products (frob.py:73-76)."""
+    dense, model = _fairseq_model(scale, "spectral", True)
+    for name, layer in model.named_modules():
+        if isinstance(layer, tdecomp.LowRankLayer):
+            p, s, qh = torch.linalg.svd(dense.get_submodule(name).weight.detach(), full_matrices=False)
+            r = layer.rank[0]
+            torch.testing.assert_close(layer.reconstruct(), (p[:, :r] * s[:r]) @ qh[:r], rtol=1e-4, atol=1e-5)
+    _, drawn = _fairseq_model(scale, "fairseq-factors", False)
+    for name, layer in drawn.named_modules():
+        if isinstance(layer, tdecomp.LowRankLayer):
+            for factor in (layer.U.detach(), layer.V.detach()):
+                if ".embed_" in name:
+                    assert float(factor.std()) == pytest.approx(0.1, rel=0.15), name
+                else:
+                    assert float(factor.abs().max()) <= 0.1 and float(factor.std()) == pytest.approx(
+                        0.2 / math.sqrt(12), rel=0.15), name
+    _, unbalanced = _fairseq_model(scale, "spectral", False)
+    for attention_model, spectral in ((model, True), (unbalanced, False)):
+        for att in (m for m in attention_model.modules() if isinstance(m, HeadReducedAttention)):
+            for pairs in (att.quekey.pairs, att.outval.pairs):
+                u, v = pairs.U.detach(), pairs.V.detach()
+                assert torch.allclose(u.mT @ u, v.mT @ v, rtol=1e-3, atol=1e-5) == spectral

@@ -112,6 +112,12 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, str]:
         return self.items[i]
 
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """(source, target) tokens per example as the model sees them (``<eos>`` / ``<bos>`` included),
+        for batches by token count (:class:`~tdecomp.data.token_batches.TokenBatchSampler`)."""
+        return [(len(src), len(tgt) + 1) for src, tgt, _ in self.items]
+
 
 def collate_pairs(batch: list[tuple[Tensor, Tensor, str]]) -> dict[str, Any]:
     """``src`` (N, S), ``tgt_in`` = <bos> y (N, T+1), ``tgt_out`` = y <eos> (N, T+1), padded

@@ -227,16 +227,22 @@ class LowRankLayer(FactorizedLayer):
           std √(2/r) for U and √(2/n) for V (pytorch_resnet_cifar10/trainer.py:116,
           EigenDamage-Pytorch/main_pretrain.py:78);
         - ``"fanout-factors"``: both N(0, 2/(c_out·∏kernel_size)) (EigenDamage-Pytorch/main_pretrain.py:57-63,
-          there with the c_out of the previous conv by an off-by-one; here the layer's own).
+          there with the c_out of the previous conv by an off-by-one; here the layer's own);
+        - ``"fairseq-factors"``: both U(−0.1, 0.1), the fairseq fork's Linear init applied to each
+          factor (Transformer-PyTorch/singleprocess_train.py:57, fairseq/models/transformer.py:542).
         """
         (r,) = self.rank
         m, n = self._dims(self.spec)
-        if kind == "kaiming-factors":
-            std_u, std_v = math.sqrt(2.0 / r), math.sqrt(2.0 / n)
+        if kind == "fairseq-factors":
+            self.U.uniform_(-0.1, 0.1)
+            self.V.uniform_(-0.1, 0.1)
         else:
-            std_u = std_v = math.sqrt(2.0 / (self.spec.out_channels * math.prod(self.spec.kernel_size)))
-        self.U.normal_(0.0, std_u)
-        self.V.normal_(0.0, std_v)
+            if kind == "kaiming-factors":
+                std_u, std_v = math.sqrt(2.0 / r), math.sqrt(2.0 / n)
+            else:
+                std_u = std_v = math.sqrt(2.0 / (self.spec.out_channels * math.prod(self.spec.kernel_size)))
+            self.U.normal_(0.0, std_u)
+            self.V.normal_(0.0, std_v)
         if self.M is not None:
             self.M.copy_(torch.eye(r, dtype=self.M.dtype, device=self.M.device))
 

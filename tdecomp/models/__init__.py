@@ -5,7 +5,7 @@
 """
 
 # Importing the model files registers their names.
-from . import conv1d, eigendamage, resnet_cifar, small, transformer, vgg, wide_resnet  # noqa: F401
+from . import conv1d, eigendamage, fairseq_transformer, resnet_cifar, small, transformer, vgg, wide_resnet  # noqa: F401
 from .registry import MODELS, available_models, create, register_model
 
 __all__ = ["MODELS", "available_models", "create", "register_model"]

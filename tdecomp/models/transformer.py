@@ -1,7 +1,8 @@
 """Small Transformers built on ``nn.MultiheadAttention``, so that model surgery can replace it.
 
-- ``transformer_small``: encoder-decoder for translation, by default the paper's shape (d=256,
-  4 heads, FFN 1024; 6 + 6 layers as fairseq's IWSLT'14 setup);
+- ``transformer_small``: encoder-decoder for translation, d=256, 4 heads, FFN 1024, 6 + 6 layers
+  (upstream fairseq's IWSLT'14 shape; the paper's fork trains 2 + 2 layers, see
+  :mod:`tdecomp.models.fairseq_transformer`);
 - ``bert_small``: a BERT-style encoder with a masked-LM head.
 
 The layers are written out here (pre-norm: x + f(LN(x)), which trains without warm-up tricks)

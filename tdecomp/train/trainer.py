@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .. import data as datasets
 from .. import models
 from ..config import TrainConfig
+from ..data.token_batches import TokenBatchSampler
 from ..flops import flop_summary
 from ..layers import choice
 from ..regularize import frobenius_decay, param_groups, rebalance
@@ -181,27 +182,35 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         return model
 
-    def _build_loaders(self) -> tuple[DistributedSampler, DataLoader, DataLoader]:
+    def _build_loaders(self) -> tuple[DistributedSampler | TokenBatchSampler, DataLoader, DataLoader]:
         config = self.config
-        sampler = DistributedSampler(
-            self.data.train,
-            num_replicas=self.dist.world_size,
-            rank=self.dist.rank,
-            shuffle=True,
-            seed=config.seed,
-        )
         loader_kw = dict(
             num_workers=config.workers,
             collate_fn=self.data.collate_fn,
             pin_memory=self.device.type == "cuda" and not self.data.on_device,
             persistent_workers=config.workers > 0,
         )
-        train_loader = DataLoader(
-            self.data.train,
-            batch_size=config.batch_size // self.dist.world_size,
-            sampler=sampler,
-            **loader_kw,
-        )
+        if config.max_tokens:
+            sizes = getattr(self.data.train, "sizes", None)
+            if sizes is None:
+                raise ValueError(f"max_tokens={config.max_tokens} needs a dataset with per-example token "
+                                 f"sizes (translation); data={config.data!r} has none: use batch_size")
+            sampler = TokenBatchSampler(sizes, config.max_tokens, config.seed, self.dist.rank, self.dist.world_size)
+            train_loader = DataLoader(self.data.train, batch_sampler=sampler, **loader_kw)
+        else:
+            sampler = DistributedSampler(
+                self.data.train,
+                num_replicas=self.dist.world_size,
+                rank=self.dist.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
+            train_loader = DataLoader(
+                self.data.train,
+                batch_size=config.batch_size // self.dist.world_size,
+                sampler=sampler,
+                **loader_kw,
+            )
         test_loader = DataLoader(self.data.test, batch_size=config.eval_batch_size, **loader_kw)
         return sampler, train_loader, test_loader
 
@@ -268,8 +277,8 @@ class Trainer:
         """The loss to backprop (task loss + λ/2·FD) and the task's additive epoch counts."""
         with self._autocast():
             loss, stats = self.task.training_step(self.forward_model, batch)
-        if self.config.reg == "fd" and self.config.family != "dense":
-            loss = loss + 0.5 * self.config.frobenius_coef * frobenius_decay(self.model)
+        if self.config.reg == "fd":  # also a family=dense model built with factorized modules
+            loss = loss + 0.5 * self.config.frobenius_coef * frobenius_decay(self.model, self.config.fd_skip)
         return loss, stats
 
     def log(self, message: str) -> None:
