@@ -2,9 +2,10 @@
 
 Every SVD goes through :func:`tdecomp._svd.truncated_svd` (exact, or randomized for large
 matrices). TT-SVD is tensorly's sweep under a local pytorch backend with that SVD; HOOI is ours
-(tensorly's sweeps always take full SVDs); CP is our own ALS: tensorly's ``parafac`` SVD init asks for a full SVD of every unfolding (154 GB for a
-256×256×3×3 kernel at rank 113) and its ALS costs ~0.15 s per sweep there; ours seeds each
-component from the matrix SVD of the output-channel unfolding and runs a bounded ridge ALS.
+(tensorly's sweeps always take full SVDs); CP is our own ALS: tensorly's ``parafac`` SVD init
+asks for a full SVD of every unfolding (154 GB for a 256×256×3×3 kernel at rank 113) and its ALS
+costs ~0.15 s per sweep there; ours seeds each component from the matrix SVD of the
+output-channel unfolding and runs a bounded ridge ALS.
 
 Large tensors — whose mode-0 unfolding takes the randomized SVD (:func:`tdecomp._svd.is_large`,
 e.g. WRN-28-10's 640-channel kernels) — run shorter sweep schedules (``*_SWEEPS_LARGE``): the

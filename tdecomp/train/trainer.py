@@ -39,8 +39,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .. import data as datasets
-from .._svd import si_solver
 from .. import models
+from .._svd import si_solver
 from ..config import TrainConfig
 from ..flops import flop_summary
 from ..layers import choice
