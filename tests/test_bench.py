@@ -15,7 +15,7 @@ import tdecomp
 from tdecomp.bench import Settings, report
 from tdecomp.bench import run as run_bench
 from tdecomp.bench.layers import ConvCase, tltorch_conv
-from tdecomp.bench.timing import Stats, paired_ratio
+from tdecomp.bench.timing import Stats, environment, paired_ratio
 from tdecomp.cli import main
 from tests.helpers import (  # the cost model and tltorch twins are built-in only
     BUILTIN_FAMILIES,
@@ -153,3 +153,19 @@ def test_cli_runs_one_suite_and_records_its_command(tmp_path):
     assert main(["bench", "--ratios", "0,1", "--out", str(tmp_path)]) == 2
     assert main(["bench", "--suite", "init", "--si-solvers", "fast", "--out", str(tmp_path)]) == 2
     assert main(["bench", "--suite", "init", "--models", "resnet32x2", "--out", str(tmp_path)]) == 2
+
+
+def test_train_rows_give_a_table_and_a_figure(tmp_path):
+    """The report of a ``--suite train`` run (rows as :func:`tdecomp.bench.train.train_suite` makes them)."""
+    def row(family, ms, vs_dense):
+        return {"suite": "train", "model": "resnet32x2", "family": family, "ratio": None if family == "dense" else 0.1,
+                "batch": 32, "amp": "none", "compile": "eager", "param_ratio": 1.0 if family == "dense" else 0.1,
+                "median_ms": ms, "q1_ms": ms, "q3_ms": ms, "repeats": 2, "steps_per_s": 1e3 / ms,
+                "vs_dense": vs_dense, "tracker_record_ms": 1.0, "track_every": 50, "tracker_overhead": 0.001}
+
+    results = {"environment": environment(torch.device("cpu")),
+               "settings": {"command": "test", "repeats": 2, "warmup": 1},
+               "train": [row("dense", 100.0, 1.0), row("lowrank", 40.0, 0.4)]}
+    paths = report.write(results, tmp_path)
+    assert {p.name for p in paths} == {"bench.json", "bench.md", "train.png"}
+    assert "| resnet32x2 | lowrank | 0.100 |" in (tmp_path / "bench.md").read_text()

@@ -155,7 +155,7 @@ def plot_train(rows: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.compare import PALETTE
+    from tdecomp.analysis.style import PALETTE
 
     names = list(dict.fromkeys(r["model"] for r in rows))
     families = list(dict.fromkeys(r["family"] for r in rows if r["family"] != "dense"))
