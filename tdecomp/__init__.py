@@ -4,6 +4,7 @@ and Frobenius decay (Khodak, Tenenholtz, Mackey, Fusi, ICLR 2021) for every fami
 import os
 
 from . import models  # the model registry: tdecomp.models.create("resnet20", num_classes=10)
+from ._svd import si_solver
 from .layers import (
     CPLayer,
     DenseSpec,
@@ -55,5 +56,6 @@ __all__ = [
     "param_groups",
     "rebalance",
     "register_family",
+    "si_solver",
     "summarize",
 ]

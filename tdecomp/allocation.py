@@ -47,7 +47,7 @@ ALLOCATIONS: Registry[AllocationRule] = Registry("allocation")
 register_allocation = ALLOCATIONS.register
 DEFAULT_ALLOCATION = "uniform"
 CP_FIT_POINTS = 12  # ranks at which a CP layer's fit curve is known (geometric in R, interpolated between)
-CP_FIT_SWEEPS = 10  # ALS sweeps per fit of that curve (SI itself runs cp_als to convergence)
+CP_FIT_SWEEPS = 10  # ALS sweeps per fit of that curve (SI runs cp_als's own schedule)
 
 
 def available_allocations() -> tuple[str, ...]:

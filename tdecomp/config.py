@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ._svd import SI_SOLVERS
 from ._validation import check_choice
 from .init import LAYER_INIT_METHODS
 from .layers.lowrank import OVERCOMPLETE_MODES, RANK_RULES
@@ -25,6 +26,7 @@ from .surgery import BUDGETS
 FAMILY_CHOICES_EXTRA = ("dense",)
 CHOICES: dict[str, tuple[str, ...]] = {
     "init": LAYER_INIT_METHODS,
+    "si_solver": SI_SOLVERS,
     "overcomplete": OVERCOMPLETE_MODES,
     "rank_rule": RANK_RULES,
     "budget": BUDGETS,
@@ -73,6 +75,7 @@ class TrainConfig:
     family: str = "dense"  # dense | lowrank | cp | tucker | tt
     rank: float | int | list[int] = 0.25  # float: parameter ratio; int/list: explicit ranks
     init: str = "spectral"  # spectral | random | kaiming-factors | fanout-factors (lowrank)
+    si_solver: str = "auto"  # SVDs of spectral init: auto (randomized for large matrices) | exact | randomized
     rank_scale: float | None = None  # set: every layer at this rank scale (rank is then unused)
     rank_rule: str = "min"  # lowrank rank from scale s: min (s·min(m,n)) | paper (conv s·c_out·k_h)
     overcomplete: str = "balanced"  # lowrank r > min(m,n): balanced U M Vᵀ | wide U Vᵀ | deep U M Vᵀ

@@ -15,7 +15,7 @@ import tdecomp
 from tdecomp.bench import Settings, report
 from tdecomp.bench import run as run_bench
 from tdecomp.bench.layers import ConvCase, tltorch_conv
-from tdecomp.bench.timing import Stats, paired_ratio
+from tdecomp.bench.timing import Stats, environment, paired_ratio
 from tdecomp.cli import main
 from tests.helpers import (  # the cost model and tltorch twins are built-in only
     BUILTIN_FAMILIES,
@@ -26,7 +26,8 @@ from tests.helpers import (  # the cost model and tltorch twins are built-in onl
 
 TINY = Settings(
     ratios=(0.1,), batch_sizes=(2,), repeats=2, warmup=0, cases=(ConvCase("tiny", 8, 6),),
-    init_models=("resnet20",), tltorch_layers=1, fd_models=("resnet20",), fd_batch=2, command="test",
+    init_models=("resnet20",), si_solvers=("exact", "auto"), tltorch_layers=1, fd_models=("resnet20",), fd_batch=2,
+    command="test",
 )
 CANDIDATES = 1 + 3 * len(FAMILIES) + 2 * 3  # dense, tdecomp × 3 implementations, tltorch cp/tucker/tt × 2
 
@@ -127,6 +128,12 @@ def test_tiny_run_writes_well_formed_json_markdown_and_figure(tiny_results, tmp_
     assert {(r["family"], r["init"]) for r in data["surgery"]} == {(f, i) for f in FAMILIES for i in inits}
     assert all(abs(r["model_param_ratio"] - 0.1) < 0.05 for r in data["surgery"])
     assert [r["family"] for r in data["fd"]] == sorted(FAMILIES)
+    ours = [r for r in data["init"] if r["library"] == "tdecomp"]
+    assert {(r["family"], r["si_solver"]) for r in ours} == {(f, s) for f in FAMILIES for s in TINY.si_solvers}
+    error = {(r["family"], r["si_solver"]): r["mean_rel_error"] for r in ours}
+    assert all(0 < error[f, "exact"] < 1 for f in FAMILIES)
+    # every ResNet-20 layer is below RANDOMIZED_SVD_MIN_DIM: auto is the exact SI, bit for bit
+    assert all(error[f, "auto"] == error[f, "exact"] for f in FAMILIES)
 
     markdown = (tmp_path / "bench.md").read_text()
     table = [line for line in markdown.splitlines() if line.startswith("| tiny 8→8 @6px |")]
@@ -144,3 +151,21 @@ def test_cli_runs_one_suite_and_records_its_command(tmp_path):
     assert data["settings"]["command"].startswith("tdecomp bench --suite surgery")
     assert not (tmp_path / "layers.png").exists()
     assert main(["bench", "--ratios", "0,1", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--suite", "init", "--si-solvers", "fast", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--suite", "init", "--models", "resnet32x2", "--out", str(tmp_path)]) == 2
+
+
+def test_train_rows_give_a_table_and_a_figure(tmp_path):
+    """The report of a ``--suite train`` run (rows as :func:`tdecomp.bench.train.train_suite` makes them)."""
+    def row(family, ms, vs_dense):
+        return {"suite": "train", "model": "resnet32x2", "family": family, "ratio": None if family == "dense" else 0.1,
+                "batch": 32, "amp": "none", "compile": "eager", "param_ratio": 1.0 if family == "dense" else 0.1,
+                "median_ms": ms, "q1_ms": ms, "q3_ms": ms, "repeats": 2, "steps_per_s": 1e3 / ms,
+                "vs_dense": vs_dense, "tracker_record_ms": 1.0, "track_every": 50, "tracker_overhead": 0.001}
+
+    results = {"environment": environment(torch.device("cpu")),
+               "settings": {"command": "test", "repeats": 2, "warmup": 1},
+               "train": [row("dense", 100.0, 1.0), row("lowrank", 40.0, 0.4)]}
+    paths = report.write(results, tmp_path)
+    assert {p.name for p in paths} == {"bench.json", "bench.md", "train.png"}
+    assert "| resnet32x2 | lowrank | 0.100 |" in (tmp_path / "bench.md").read_text()

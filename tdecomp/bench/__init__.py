@@ -34,6 +34,7 @@ class Settings:
     warmup: int = 2
     cases: Sequence[layers.ConvCase] = layers.CASES
     init_models: Sequence[str] = ("resnet32", "wrn28_10")
+    si_solvers: Sequence[str] = ("auto",)  # init suite: SI solvers to time (tdecomp._svd.SI_SOLVERS)
     tltorch_layers: int = 3
     fd_models: Sequence[str] = ("resnet20", "resnet32")
     fd_batch: int = 32
@@ -65,7 +66,8 @@ def run(settings: Settings, device: torch.device, progress: Callable[[str], None
                                        settings.repeats, settings.warmup, progress)
             continue
         if suite == "init":
-            out["init"] = models.init_suite(settings.init_models, ratio, device, settings.tltorch_layers)
+            out["init"] = models.init_suite(settings.init_models, ratio, device, settings.tltorch_layers,
+                                            settings.si_solvers)
         elif suite == "surgery":
             out["surgery"] = models.surgery_suite(settings.init_models, ratio, device)
         elif suite == "train":

@@ -1,9 +1,11 @@
 """Whole-model suites: spectral init of every layer, ``factorize_model``, and the FD term per step.
 
 - ``init``: SI (:func:`tdecomp.factorize`, rank resolution included) of every eligible layer of a
-  model, per family; and tensorly-torch's ``FactorizedConv.from_conv`` (its CP runs a full
-  PARAFAC) on the first ``tltorch_layers`` distinct layer shapes only, next to tdecomp's time
-  on the same layers — on large layers it takes tens of seconds each.
+  model, per family and SI solver (``exact`` vs ``auto``: the randomized SVD and short sweeps on
+  large layers), with the reconstruction error it reaches; and tensorly-torch's
+  ``FactorizedConv.from_conv`` (its CP runs a full PARAFAC) on the first ``tltorch_layers``
+  distinct layer shapes only, next to tdecomp's time on the same layers — on large layers it
+  takes tens of seconds each.
 - ``surgery``: :func:`tdecomp.factorize_model` at a float ratio (budget bisection over a common
   rank scale + SI), and with ``init="random"`` to isolate the bisection and construction.
 - ``fd``: one SGD step (forward, cross-entropy, backward, update) of a factorized CIFAR ResNet
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
+from .._svd import si_solver
 from .._tltorch import pytorch_backend
 from ..layers.base import FAMILIES
 from ..regularize import frobenius_decay
@@ -45,21 +48,36 @@ def _distinct(layers: list[tuple[str, nn.Module]], count: int) -> list[tuple[str
 
 
 def init_suite(
-    model_names: Sequence[str], ratio: float, device: torch.device, tltorch_layers: int
+    model_names: Sequence[str], ratio: float, device: torch.device, tltorch_layers: int,
+    si_solvers: Sequence[str] = ("auto",),
 ) -> list[dict]:
-    """One row per (model, family): total/max SI seconds over all eligible layers; one row per
-    tltorch-timed layer with tdecomp's time on it."""
+    """One row per (model, family, SI solver): total/max SI seconds over all eligible layers and the
+    mean relative error ‖W − Ŵ‖/‖W‖; one row per tltorch-timed layer with tdecomp's time on it
+    (under ``auto`` if timed, else the first solver). The solvers of one layer are timed one
+    after another in an alternating order, so load drifts hit them alike."""
     rows = []
+    reference = "auto" if "auto" in si_solvers else si_solvers[0]
     for model_name in model_names:
         layers = eligible_layers(_model(model_name, device))
         per_layer: dict[str, dict[str, float]] = {}
         for family in FAMILIES.names():
-            times = {n: time_once(lambda m=m, f=family: factorize(m, f, ratio), device) for n, m in layers}
-            per_layer[family] = times
-            rows.append({
-                "suite": "init", "model": model_name, "library": "tdecomp", "family": family, "ratio": ratio,
-                "layers": len(times), "total_s": sum(times.values()), "max_layer_s": max(times.values()),
-            })
+            times: dict[str, dict[str, float]] = {s: {} for s in si_solvers}
+            errors: dict[str, list[float]] = {s: [] for s in si_solvers}
+            for i, (name, module) in enumerate(layers):
+                for solver in si_solvers[::-1] if i % 2 else si_solvers:
+                    built: list[nn.Module] = []
+                    with si_solver(solver):
+                        run = partial(lambda m, f, out: out.append(factorize(m, f, ratio)), module, family, built)
+                        times[solver][name] = time_once(run, device)
+                    errors[solver].append(_relative_error(built[0], module))
+            per_layer[family] = times[reference]
+            for solver in si_solvers:
+                rows.append({
+                    "suite": "init", "model": model_name, "library": "tdecomp", "family": family, "ratio": ratio,
+                    "si_solver": solver, "layers": len(layers), "total_s": sum(times[solver].values()),
+                    "max_layer_s": max(times[solver].values()),
+                    "mean_rel_error": sum(errors[solver]) / len(layers),
+                })
         for name, module in _distinct(layers, tltorch_layers):
             for family in TLTORCH_FAMILIES:
                 seconds = _time_tltorch_from_conv(module, family, ratio, device)
@@ -69,6 +87,12 @@ def init_suite(
                     "tltorch_s": seconds, "tdecomp_s": per_layer[family][name],
                 })
     return rows
+
+
+@torch.no_grad()
+def _relative_error(layer: nn.Module, dense: nn.Module) -> float:
+    """‖W − Ŵ‖_F/‖W‖_F of a factorized layer's reconstruction Ŵ against the dense weight W."""
+    return float((layer.reconstruct() - dense.weight).norm() / dense.weight.norm())
 
 
 def _time_tltorch_from_conv(conv: nn.Conv2d, family: str, ratio: float, device: torch.device) -> float:

@@ -45,8 +45,8 @@ def headline(results: dict) -> list[dict]:
         fd = [r["fd_fraction"] for r in results.get("fd", []) if r["family"] == family]
         if fd:
             entry["fd_fraction_worst"] = max(fd)
-        si = [r["total_s"] for r in results.get("init", [])
-              if r["library"] == "tdecomp" and r["family"] == family and r["model"] == "resnet32"]
+        si = [r["total_s"] for r in results.get("init", []) if r["library"] == "tdecomp"
+              and r["family"] == family and r["model"] == "resnet32" and r.get("si_solver", "auto") == "auto"]
         if si:
             entry["si_resnet32_s"] = si[0]
         out.append(entry)
@@ -155,7 +155,7 @@ def plot_train(rows: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.compare import PALETTE
+    from tdecomp.analysis.style import PALETTE
 
     names = list(dict.fromkeys(r["model"] for r in rows))
     families = list(dict.fromkeys(r["family"] for r in rows if r["family"] != "dense"))
@@ -208,11 +208,15 @@ def _layers_table(rows: list[dict]) -> list[str]:
 def _init_tables(rows: list[dict]) -> list[str]:
     ours = [r for r in rows if r["library"] == "tdecomp"]
     theirs = [r for r in rows if r["library"] == "tltorch"]
+    exact = {(r["model"], r["family"]): r["total_s"] for r in ours if r.get("si_solver") == "exact"}
     out = _table(
         "## Spectral initialization of every eligible layer (tdecomp)",
-        ["model", "family", "ratio", "layers", "total s", "slowest layer s"],
-        [[r["model"], r["family"], str(r["ratio"]), str(r["layers"]), f"{r['total_s']:.2f}",
-          f"{r['max_layer_s']:.3f}"] for r in ours],
+        ["model", "family", "SI solver", "ratio", "layers", "total s", "slowest layer s", "time / exact",
+         "mean ‖W − Ŵ‖/‖W‖"],
+        [[r["model"], r["family"], r.get("si_solver", "auto"), f"{r['ratio']:.4g}", str(r["layers"]),
+          f"{r['total_s']:.2f}", f"{r['max_layer_s']:.3f}",
+          _fmt(r["total_s"] / exact[r["model"], r["family"]] if (r["model"], r["family"]) in exact else None),
+          _fmt(r.get("mean_rel_error"), ".4f")] for r in ours],
     )
     out += _table(
         "## Initialization from a dense conv, same layers: tensorly-torch `from_conv` vs tdecomp SI",

@@ -25,7 +25,10 @@ def _command(args: argparse.Namespace) -> str:
     for flag, value in (("--amp", args.amp), ("--compile", args.compile)):
         if value not in (None, "none"):
             words += [flag, value]
-    for flag, values in (("--ratios", args.ratios), ("--batch-sizes", args.batch_sizes), ("--models", args.models)):
+    if args.tltorch_layers is not None:
+        words += ["--tltorch-layers", str(args.tltorch_layers)]
+    for flag, values in (("--ratios", args.ratios), ("--batch-sizes", args.batch_sizes), ("--models", args.models),
+                         ("--si-solvers", args.si_solvers)):
         if values is not None:
             words += [flag, ",".join(map(str, values))]
     return shlex.join(words + (["--quick"] if args.quick else []))
@@ -36,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what to time (default: all = every suite but train)")
     parser.add_argument("--models", type=lambda t: tuple(v for v in t.split(",") if v), default=None,
                         help="train suite: workloads, comma-separated (default resnet32x2,wrn28_10,vgg19,"
-                             "transformer_small)")
+                             "transformer_small); init/surgery suites: model names (default resnet32,wrn28_10)")
+    parser.add_argument("--si-solvers", type=lambda t: tuple(v for v in t.split(",") if v), default=None,
+                        help="init suite: SI solvers to time, comma-separated, e.g. exact,auto (default auto)")
+    parser.add_argument("--tltorch-layers", type=int, default=None,
+                        help="init suite: distinct layer shapes per model to time tltorch's from_conv on "
+                             "(default 3; 0 skips it)")
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
                         help="train suite: autocast dtype (default none)")
     parser.add_argument("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune"),
@@ -63,13 +71,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from .._svd import SI_SOLVERS
     from ..bench import SUITES, Settings, report
     from ..bench import run as run_bench
     from ..bench.train import WORKLOADS
+    from ..models import available_models
 
     settings = Settings.preset(args.quick)
+    model_key = "train_models" if args.suite == "train" else "init_models"
     overrides = {"ratios": args.ratios, "batch_sizes": args.batch_sizes, "repeats": args.repeats,
-                 "train_models": args.models}
+                 model_key: args.models, "si_solvers": args.si_solvers, "tltorch_layers": args.tltorch_layers}
     settings = replace(
         settings,
         suites=SUITES if args.suite == "all" else (args.suite,),
@@ -81,9 +92,15 @@ def run(args: argparse.Namespace) -> int:
     if any(r <= 0 for r in settings.ratios) or any(b <= 0 for b in settings.batch_sizes) or settings.repeats < 1:
         raise ValueError(f"--ratios, --batch-sizes and --repeats must be positive, got ratios={settings.ratios}, "
                          f"batch_sizes={settings.batch_sizes}, repeats={settings.repeats}")
-    unknown = sorted(set(settings.train_models) - set(WORKLOADS))
+    known = WORKLOADS if args.suite == "train" else available_models()
+    unknown = sorted(set(settings.train_models if args.suite == "train" else settings.init_models) - set(known))
     if unknown:
-        raise ValueError(f"--models {','.join(unknown)} unknown; choose from {','.join(WORKLOADS)}")
+        raise ValueError(f"--models {','.join(unknown)} unknown; choose from {','.join(known)}")
+    bad = sorted(set(settings.si_solvers) - set(SI_SOLVERS))
+    if bad:
+        raise ValueError(f"--si-solvers {','.join(bad)} unknown; choose from {','.join(SI_SOLVERS)}")
+    if settings.tltorch_layers < 0:
+        raise ValueError(f"--tltorch-layers must be ≥ 0, got {settings.tltorch_layers}")
     if args.threads < 0:
         raise ValueError(f"--threads must be ≥ 0 (0: torch's default), got {args.threads}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._svd import truncated_svd
 from .._validation import check_choice
 from ..init import balanced_std
 from .base import Cost, FactorizedLayer, Grid, matricize, register_family
@@ -25,11 +26,12 @@ def balanced_svd(matrix: Tensor, r: int) -> tuple[Tensor, Tensor]:
     """Balanced rank-``r`` truncated SVD of ``matrix`` (*, m, n), batched over leading dims.
 
     With M = PΣQᵀ, returns U = P_rΣ_r^{1/2} (*, m, r) and V = Q_rΣ_r^{1/2} (*, n, r): U Vᵀ is the
-    best rank-r approximation and UᵀU = VᵀV = Σ_r (the paper's spectral initialization).
+    best rank-r approximation and UᵀU = VᵀV = Σ_r (the paper's spectral initialization); for large
+    matrices a randomized SVD approximates it (:func:`tdecomp._svd.truncated_svd`).
     """
-    p, s, qh = torch.linalg.svd(matrix, full_matrices=False)
-    root = s[..., None, :r].sqrt()
-    return p[..., :r] * root, qh[..., :r, :].mT * root
+    p, s, qh = truncated_svd(matrix, r)
+    root = s[..., None, :].sqrt()
+    return p * root, qh.mT * root
 
 
 def product_frobenius_sq(u: Tensor, v: Tensor) -> Tensor:

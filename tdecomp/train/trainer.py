@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .. import data as datasets
 from .. import models
+from .._svd import si_solver
 from ..config import TrainConfig
 from ..data.token_batches import TokenBatchSampler
 from ..flops import flop_summary
@@ -164,19 +165,20 @@ class Trainer:
         model.to(self.device)  # SI runs where the weights are: on the GPU when training there
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
-            factorize_model(
-                model,
-                config.family,
-                config.factor_rank,
-                init=config.init,
-                skip=skip,
-                progress=self.is_main and config.progress,
-                targets=config.targets,
-                allocation=config.allocation,
-                budget=config.budget,
-                separable=config.separable,
-                **config.family_options,
-            )
+            with si_solver(config.si_solver):
+                factorize_model(
+                    model,
+                    config.family,
+                    config.factor_rank,
+                    init=config.init,
+                    skip=skip,
+                    progress=self.is_main and config.progress,
+                    targets=config.targets,
+                    allocation=config.allocation,
+                    budget=config.budget,
+                    separable=config.separable,
+                    **config.family_options,
+                )
         model.to(self.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
