@@ -102,7 +102,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     warmup_steps: int = 0  # > 0: warm-up length in optimizer steps (overrides warmup_epochs)
     warmup_factor: float | None = None  # null: linear warm-up from 0; c: constant c× lr during warm-up
-    epochs: int = 10
+    epochs: int = 10  # upper bound when max_steps > 0
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (mid-epoch) or after epochs, whichever first
     batch_size: int = 128  # global batch (split over DDP processes)
     max_tokens: int = 0  # > 0: training batches of ≤ this many (padded) tokens per process, as fairseq
     eval_batch_size: int = 512
@@ -156,6 +157,8 @@ class TrainConfig:
             raise ValueError(f"norm_match must be a path to a dynamics.jsonl (or empty), got {self.norm_match!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int ≥ 0 (0: use warmup_epochs), got {self.warmup_steps!r}")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 0:
+            raise ValueError(f"max_steps must be an int ≥ 0 (0: train for epochs), got {self.max_steps!r}")
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 0:
             raise ValueError(f"max_tokens must be an int ≥ 0 (0: batch_size examples), got {self.max_tokens!r}")
         for key in ("epochs", "batch_size", "eval_batch_size"):

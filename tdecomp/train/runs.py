@@ -30,4 +30,7 @@ def is_complete(config: TrainConfig) -> bool:
     if differing:
         raise FileExistsError(f"{out} holds a run with a different configuration ({', '.join(differing)}); "
                               "choose another out= or remove it")
-    return summary_path.exists() and json.loads(summary_path.read_text()).get("epochs") == config.epochs
+    if not summary_path.exists():
+        return False
+    summary = json.loads(summary_path.read_text())  # finished: all epochs, or max_steps reached first
+    return summary.get("epochs") == config.epochs or bool(config.max_steps and summary.get("steps") == config.max_steps)

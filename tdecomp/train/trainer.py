@@ -20,6 +20,7 @@ decay in every case.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -103,7 +104,13 @@ class Trainer:
 
     Public attributes (the callback contract, see :mod:`tdecomp.train.callbacks`): ``config``,
     ``model`` (unwrapped), ``optimizer``, ``scheduler``, ``out_dir``, ``device``, ``epoch``,
-    ``global_step``, ``is_main``, ``steps_per_epoch``.
+    ``global_step``, ``is_main``, ``steps_per_epoch``, ``total_steps``, ``total_epochs``.
+
+    Length of training: ``epochs`` epochs, or with ``max_steps`` > 0 whichever comes first of
+    ``max_steps`` optimizer steps and ``epochs`` epochs, i.e. ``total_steps = min(max_steps,
+    epochs·steps_per_epoch)`` steps in ``total_epochs = ⌈total_steps / steps_per_epoch⌉`` epochs, the
+    last one cut short (fairseq ``--max-update``: microsoft/fnl_paper
+    Transformer-PyTorch/singleprocess_train.py:220,305-306). A cut epoch ends like a whole one.
     """
 
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
@@ -117,6 +124,9 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.sampler, self.train_loader, self.test_loader = self._build_loaders()
         self.steps_per_epoch = len(self.train_loader)
+        epoch_steps = config.epochs * self.steps_per_epoch
+        self.total_steps = min(epoch_steps, config.max_steps) if config.max_steps else epoch_steps
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.scheduler = self._build_scheduler()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.forward_model = self._build_forward()
@@ -222,7 +232,7 @@ class Trainer:
             self.optimizer,
             lr_multiplier(
                 config.schedule,
-                config.epochs * self.steps_per_epoch,
+                self.total_steps,
                 config.warmup_steps or round(config.warmup_epochs * self.steps_per_epoch),
                 config.milestones,
                 config.gamma,
@@ -289,13 +299,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def fit(self) -> dict[str, Any]:
-        """Train (or continue) to ``config.epochs`` epochs; returns the summary."""
+        """Train (or continue) to ``total_steps`` steps in ``total_epochs`` epochs; returns the summary."""
         start_epoch = self._start()
         for cb in self.callbacks:
             cb.on_train_start(self)
         done = start_epoch
         try:
-            for epoch in range(start_epoch, self.config.epochs):
+            for epoch in range(start_epoch, self.total_epochs):
                 self.epoch = epoch
                 tic = time.perf_counter()
                 sums = self._train_epoch(epoch)
@@ -303,7 +313,7 @@ class Trainer:
                 done = epoch + 1
         except KeyboardInterrupt:
             saved = f"{self.out_dir / LAST} holds it" if done else "no checkpoint yet"
-            raise TrainingInterrupted(f"interrupted after epoch {done} of {self.config.epochs} ({saved})") from None
+            raise TrainingInterrupted(f"interrupted after epoch {done} of {self.total_epochs} ({saved})") from None
         summary = self._summary()
         for cb in self.callbacks:
             cb.on_train_end(self, summary)
@@ -375,19 +385,21 @@ class Trainer:
             yield to_device(batch, self.device)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch without host syncs inside the step: losses and counts accumulate on the
-        device and are read every ``log_every`` steps and at the epoch end (:meth:`_check_loss`),
-        so a NaN is detected at the next sync, up to ``log_every`` steps after it appeared."""
+        """One epoch, cut short at ``total_steps``, without host syncs inside the step: losses and
+        counts accumulate on the device and are read every ``log_every`` steps and at the epoch end
+        (:meth:`_check_loss`), so a NaN is detected at the next sync, up to ``log_every`` steps after
+        it appeared."""
         cfg = self.config
         self.model.train()
         self.sampler.set_epoch(epoch)
         sums: dict[str, Any] = defaultdict(float)
         pending, pending_from = torch.zeros((), device=self.device), self.global_step
+        steps = min(self.steps_per_epoch, self.total_steps - self.global_step)
         bar = tqdm(
-            self._batches(self.train_loader),
-            total=self.steps_per_epoch,
+            itertools.islice(self._batches(self.train_loader), steps),
+            total=steps,
             leave=False,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            desc=f"epoch {epoch + 1}/{self.total_epochs}",
             disable=not (self.is_main and cfg.progress),
         )
         for batch in bar:
@@ -488,7 +500,7 @@ class Trainer:
                 self.out_dir,
             )
             self.log(
-                f"epoch {epoch + 1}/{self.config.epochs}  train_loss {record['train_loss']:.4f}  "
+                f"epoch {epoch + 1}/{self.total_epochs}  train_loss {record['train_loss']:.4f}  "
                 f"train_acc {record['train_acc']:.4f}  test_loss {record['test_loss']:.4f}  "
                 f"test_acc {record['test_acc']:.4f}  lr {record['lr']:.3g}  {record['time_s']:.1f}s"
             )
@@ -516,6 +528,7 @@ class Trainer:
             "factorized_layer_ratio": report.ratio if report.layers else 1.0,
             **flop_summary(self.model, self.task, next(self._batches(self.test_loader))),
             "epochs": last["epoch"],
+            "steps": last["step"],
             "time_s": last["time_s"],
             **{k: getattr(cfg, k) for k in ("model", "data", "family", "rank", "init", "reg", "seed")},
         }
