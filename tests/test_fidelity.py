@@ -247,6 +247,10 @@ def test_translation_recipe_is_the_official_one():
         assert (c.optimizer, c.lr, c.momentum, c.grad_clip) == ("nag", 0.25, 0.99, 0.1)
         assert c.data_kwargs["label_smoothing"] == 0.1 and c.model_kwargs["dropout"] == 0.2
         assert c.model == "transformer_small_fairseq" and c.decay_norms and c.max_tokens == 4000  # make.py:210
+        # --max-update 100000 (make.py:218), the fork's only stopping rule (max_epoch unset: ∞); the
+        # epochs cap must not bind at an estimated ~1,150 batches per IWSLT'14 epoch (≤ 4,000 tokens)
+        official_updates = 100000
+        assert c.max_steps == official_updates and c.epochs * 1150 >= 2 * official_updates
         f = lr_multiplier(c.schedule, 10**6, c.warmup_steps, c.milestones, c.gamma, c.warmup_factor)
         for update in (1, 2000, 4000, 4001, 16000, 100000):  # lr of the update-th update
             n = update - 1
