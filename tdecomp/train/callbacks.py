@@ -4,7 +4,8 @@ A callback subclasses :class:`Callback` and overrides any hook. Hooks receive th
 :class:`~tdecomp.train.trainer.Trainer`, whose public attributes are the contract:
 ``model`` (unwrapped from DDP), ``optimizer``, ``scheduler``, ``config``, ``out_dir``
 (``pathlib.Path``), ``device``, ``epoch`` (0-based, current), ``global_step`` (optimizer steps
-done so far), ``is_main`` (rank 0 in distributed runs), ``steps_per_epoch``.
+done so far), ``is_main`` (rank 0 in distributed runs), ``steps_per_epoch``, ``total_steps`` and
+``total_epochs`` (the run's length: ``epochs``, or ``max_steps`` if it comes first).
 
 Config keys that switch callbacks on (``track_every``, ``norm_match``) are served by builders that
 the analysis package registers with :func:`register_config_callbacks` when it is imported
