@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -12,13 +13,32 @@ from torch import Tensor, nn
 from .._decompositions import tt_svd
 from .._tltorch import TTTensor
 from ..init import balance_norms
-from .base import Cost, FactorizedLayer, Grid, register_family
+from .base import MEMORY_COST, Cost, FactorizedLayer, Grid, register_family
 from .spec import DenseSpec
 
 
 def _tt_shape(spec: DenseSpec) -> tuple[int, ...]:
     """TT mode order (c_in, *kernel modes > 1, c_out): the forward becomes a chain of small convs."""
     return (spec.in_channels, *spec.factor_kernel, spec.out_channels)
+
+
+def _merges_kernel_cores(spec: DenseSpec, rank: tuple[int, ...]) -> bool:
+    """Whether the forward convolves once by the merged kernel cores instead of once per kernel mode.
+
+    Per output position, the chain over the d kernel modes costs Σ_j r_j·n_j·r_{j+1} MACs plus
+    ``MEMORY_COST``·r_j for each of its d − 1 intermediate maps; one conv by the merged
+    (r₁, n₁, …, n_d, r_{d+1}) kernel costs r₁·Π n_j·r_{d+1}. A float ratio gives r₂ ≈ 3r₁ ≈ 3r₃ on
+    a 3×3 conv (the bounds (c_in, 3c_in, c_out) scaled alike), so merging halves the MACs and
+    drops the widest map; a narrow middle bond (r₂ ≪ r₁, r₃) keeps the chain. Shapes only, so
+    ``torch.compile`` traces it to a constant; strides are ignored (they only make the chain dearer).
+    """
+    d = len(spec.factor_kernel)
+    if d < 2:
+        return False
+    bonds = rank[: d + 1]  # r₁ … r_{d+1}: the bonds the kernel cores connect
+    chain = sum(a * n * b for a, n, b in zip(bonds, spec.factor_kernel, bonds[1:]))
+    chain += MEMORY_COST * sum(bonds[1:-1])
+    return bonds[0] * math.prod(spec.factor_kernel) * bonds[-1] < chain
 
 
 @register_family("tt")
@@ -28,7 +48,9 @@ class TTLayer(FactorizedLayer):
     One core per mode of (c_in, *kernel modes, c_out), the kernel modes being those of size > 1
     (:attr:`DenseSpec.factor_kernel`: a Conv1d or (1, k) Conv2d has one, a Conv3d up to three,
     Linear and 1×1 none). Forward on a conv (Garipov et al. 2016 order): 1-tap conv c_in→r₁, one
-    conv per kernel mode (k_h×1 r₁→r₂, 1×k_w r₂→r₃), 1-tap conv r₃→c_out. ‖W‖²_F by contracting
+    conv per kernel mode (k_h×1 r₁→r₂, 1×k_w r₂→r₃), 1-tap conv r₃→c_out; where cheaper
+    (:func:`_merges_kernel_cores`, e.g. any float ratio on a 3×3 conv) the kernel cores are first
+    contracted into one k_h×k_w kernel r₁→r₃ and the middle is a single conv. ‖W‖²_F by contracting
     the chain of core Gram matrices, O(Σ n_k r³). Spectral init: TT-SVD, then balanced core norms.
 
     Rank: tuple of internal ranks ``(r₁, r₂, r₃)``, one per bond (``rank_names(spec)``; ``(r₁,)``
@@ -111,8 +133,13 @@ class TTLayer(FactorizedLayer):
     def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
         first, *middle, last = self.weight.factors
         z = self._mix(x, first[0].T)
-        for mode, core in enumerate(middle):
-            z = self._conv(z, core.permute(2, 0, 1), (mode,), pad)  # kernel (r_k, r_{k-1}, n_k)
+        if _merges_kernel_cores(self.spec, self.rank):
+            with self._weight_precision(x):
+                kernel = functools.reduce(lambda a, b: torch.tensordot(a, b, 1), middle)  # (r₁, n₁…n_d, r_{d+1})
+            z = self._conv(z, kernel.movedim(-1, 0), range(len(middle)), pad)
+        else:
+            for mode, core in enumerate(middle):
+                z = self._conv(z, core.permute(2, 0, 1), (mode,), pad)  # kernel (r_k, r_{k-1}, n_k)
         return self._mix(z, last[:, :, 0].T)
 
     @torch.no_grad()
@@ -130,11 +157,20 @@ class TTLayer(FactorizedLayer):
     def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
         """1-tap conv c_in→r₁ on the input grid, the conv over kernel mode j on the grid with
         modes ≤ j strided (k_h×1 r₁→r₂ on (h_out, w_in), 1×k_w r₂→r₃ on (h_out, w_out)), 1-tap conv
-        to c_out on the output grid."""
+        to c_out on the output grid. Merged kernel cores (:func:`_merges_kernel_cores`): one conv
+        r₁→r_{d+1} on the output grid, after building its r₁·Π n_j·r_{d+1} kernel per call (step k
+        of the chain product: (r₁·n₁…n_{k−1}, r_k) times (r_k, n_k·r_{k+1}))."""
         d = len(spec.factor_kernel)
-        grids = (*(grid.positions(range(j)) for j in range(d + 1)), grid.out)
         full = (1, *rank, 1)
         shape = _tt_shape(spec)
+        if _merges_kernel_cores(spec, rank):
+            kernel = rank[0] * math.prod(spec.factor_kernel) * rank[d]
+            build = sum(rank[0] * math.prod(spec.factor_kernel[:k]) * rank[k] * spec.factor_kernel[k] * rank[k + 1]
+                        for k in range(1, d))
+            macs = grid.positions() * spec.in_channels * rank[0] + grid.out * (kernel + rank[d] * spec.out_channels)
+            activations = grid.positions() * rank[0] + grid.out * rank[d]
+            return Cost(macs, activations, build, kernel, 3 + (d - 1))
+        grids = (*(grid.positions(range(j)) for j in range(d + 1)), grid.out)
         macs = sum(g * a * n * b for g, a, n, b in zip(grids, full, shape, full[1:]))
         activations = sum(g * b for g, b in zip(grids, full[1:-1]))
         return Cost(macs, activations, 0, 0, len(shape))
