@@ -27,7 +27,7 @@ from collections.abc import Collection, Hashable
 import torch
 from torch import Tensor, nn
 
-from .layers.base import Factorized, MethodAsForward
+from .layers.base import Factorized, MethodAsForward, named_outermost
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -111,17 +111,8 @@ def _outermost_factorized(model: nn.Module) -> list[Factorized]:
 
 
 def _named_outermost_factorized(model: nn.Module) -> list[tuple[str, Factorized]]:
-    found: list[tuple[str, Factorized]] = []
-
-    def visit(name: str, module: nn.Module) -> None:
-        if isinstance(module, Factorized):
-            found.append((name, module))
-            return
-        for child_name, child in module.named_children():
-            visit(f"{name}.{child_name}" if name else child_name, child)
-
-    visit("", model)
-    return found
+    # every occurrence of a module (a factorized module reused at two places counts twice)
+    return named_outermost(model, Factorized, remove_duplicate=False)
 
 
 def param_groups(

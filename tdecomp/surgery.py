@@ -22,7 +22,7 @@ from ._budget import allocate
 from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
-from .layers.base import FactorizedLayer, Rank, RankScale, get_family
+from .layers.base import FactorizedLayer, Rank, RankScale, get_family, named_outermost
 from .layers.embedding import FactorizedEmbedding
 from .layers.separable import SEPARABLE_FAMILIES, SeparableLayer
 from .layers.spec import CONV_TYPES, DenseSpec
@@ -322,11 +322,7 @@ class FactorizationReport:
 
 def _outermost_replaceable(model: nn.Module) -> list[str]:
     """Names of the factorized modules not inside another one (a separable block holds a TT/Tucker layer)."""
-    names: list[str] = []
-    for name, module in model.named_modules():
-        if isinstance(module, Replaceable) and not any(n == "" or name.startswith(f"{n}.") for n in names):
-            names.append(name)
-    return names
+    return [name for name, _ in named_outermost(model, Replaceable)]
 
 
 def summarize(model: nn.Module) -> FactorizationReport:

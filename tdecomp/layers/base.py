@@ -12,6 +12,7 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
+from types import UnionType
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -196,6 +197,22 @@ class Factorized(nn.Module, ABC):
     def num_params(self) -> int:
         """Number of parameters the module holds (factors and bias)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def named_outermost(
+    model: nn.Module, kinds: type | tuple[type, ...] | UnionType, remove_duplicate: bool = True
+) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, module)`` of the modules of ``kinds`` in ``model`` that are not inside
+    another one of them (e.g. a separable block's TT layer is owned by the block), in
+    ``named_modules`` order; ``remove_duplicate`` as in :meth:`nn.Module.named_modules`."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules(remove_duplicate=remove_duplicate):
+        # pre-order: the descendants of the last module found come right after it
+        if found and (found[-1][0] == "" or name.startswith(f"{found[-1][0]}.")):
+            continue
+        if isinstance(module, kinds):
+            found.append((name, module))
+    return found
 
 
 class MethodAsForward(nn.Module):
