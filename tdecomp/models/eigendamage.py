@@ -25,15 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .registry import register_model
+from .vgg import CONFIGS, vgg_features
 
 RESNET_WIDTHS = (64, 128, 256)
-VGG_CONFIGS: dict[int, list[int | str]] = {  # models/vgg.py:14-19
-    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
-    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
-    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
-    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-         512, 512, 512, 512],
-}
+# models/vgg.py:14-19: the VGG stacks without the pool after the last one
+VGG_CONFIGS: dict[int, list[int | str]] = {depth: config[:-1] for depth, config in CONFIGS.items()}
 
 
 class EDBasicBlock(nn.Module):
@@ -93,15 +89,7 @@ class EigenDamageVGG(nn.Module):
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for v in VGG_CONFIGS[depth]:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
-            else:
-                layers += [nn.Conv2d(channels, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(True)]
-                channels = v
-        self.feature = nn.Sequential(*layers)
+        self.feature, channels = vgg_features(VGG_CONFIGS[depth], in_channels)
         self.classifier = nn.Linear(channels, num_classes)
         for m in self.modules():  # models/vgg.py:68-81
             if isinstance(m, nn.Conv2d):

@@ -42,25 +42,27 @@ CONFIGS: dict[int, list[int | str]] = {
 }
 
 
+def vgg_features(config: list[int | str], in_channels: int, width: float = 1.0) -> tuple[nn.Sequential, int]:
+    """conv3×3-BN-ReLU per channel count of ``config`` (scaled by ``width``), a ceil-mode 2×2 max
+    pool per ``"M"``: the stack and its output channels."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for v in config:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        else:
+            out = max(1, round(v * width))
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(True)]
+            channels = out
+    return nn.Sequential(*layers), channels
+
+
 class VGG(nn.Module):
     """(N, in_channels, H, W) → logits (N, num_classes); channel counts scaled by ``width``."""
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for v in CONFIGS[depth]:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
-            else:
-                out = max(1, round(v * width))
-                layers += [
-                    nn.Conv2d(channels, out, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(out),
-                    nn.ReLU(True),
-                ]
-                channels = out
-        self.features = nn.Sequential(*layers)
+        self.features, channels = vgg_features(CONFIGS[depth], in_channels, width)
         self.classifier = nn.Linear(channels, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
