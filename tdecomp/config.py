@@ -95,6 +95,7 @@ class TrainConfig:
     decay_norms: bool = False  # also weight-decay norm γ/β and biases (the official code does)
     fd_coef: float | None = None  # Frobenius-decay λ; None: same as weight_decay (as the paper)
     fd_skip: list[str] = field(default_factory=list)  # factorized modules whose name ends so get no FD
+    fd_no_decay: list[str] = field(default_factory=list)  # factorized reg=fd runs: modules whose name ends so get no WD
     rebalance: bool | None = None  # tdecomp.rebalance after each step; None: on under reg=fd
     schedule: str = "step"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
@@ -175,6 +176,9 @@ class TrainConfig:
             raise ValueError(f"fd_coef must be a number ≥ 0 or null, got {self.fd_coef!r}")
         if not isinstance(self.fd_skip, list) or not all(isinstance(e, str) and e for e in self.fd_skip):
             raise ValueError(f"fd_skip must be a list of module-name suffixes (e.g. [quekey]), got {self.fd_skip!r}")
+        if not isinstance(self.fd_no_decay, list) or not all(isinstance(e, str) and e for e in self.fd_no_decay):
+            raise ValueError(f"fd_no_decay must be a list of module-name suffixes (e.g. [feature.31]), "
+                             f"got {self.fd_no_decay!r}")
         if self.rebalance is not None and not isinstance(self.rebalance, bool):
             raise ValueError(f"rebalance must be true, false or null (on under reg=fd), got {self.rebalance!r}")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):

@@ -117,7 +117,7 @@ def _named_outermost_factorized(model: nn.Module) -> list[tuple[str, Factorized]
 
 def param_groups(
     model: nn.Module, weight_decay: float, frobenius_decay: float = 0.0, decay_norms: bool = False,
-    factor_decay_scale: float = 1.0,
+    factor_decay_scale: float = 1.0, wd_skip: Collection[str] = (),
 ) -> list[dict]:
     """Optimizer parameter groups, each parameter in exactly one (shared ones once).
 
@@ -129,19 +129,26 @@ def param_groups(
       ``frobenius_decay / 2 * tdecomp.frobenius_decay(model)``;
     - ``"no_decay"``: biases, normalization parameters and other 1-D parameters; with
       ``decay_norms`` they get ``weight_decay`` too, as the official code does
-      (microsoft/fnl_paper pytorch_resnet_cifar10/trainer.py:174-181, which groups by name only).
+      (microsoft/fnl_paper pytorch_resnet_cifar10/trainer.py:174-181, which groups by name only);
+    - ``"wd_skip"``: every parameter (factors included) of the modules whose qualified name ends
+      with an entry of ``wd_skip``, with no weight decay whatever its kind — an official
+      ``no_decay`` name list, e.g. the BatchNorm layers that EigenDamage-Pytorch/main_pretrain.py:65,
+      106-111 leaves undecayed under ``--wd2fd`` (docs/fidelity.md row 11).
     Empty groups are omitted.
     """
     if weight_decay < 0 or frobenius_decay < 0 or factor_decay_scale < 0:
         raise ValueError(f"weight_decay, frobenius_decay and factor_decay_scale must be ≥ 0, got "
                          f"{weight_decay=}, {frobenius_decay=}, {factor_decay_scale=}")
     seen: set[int] = set()
-    groups: dict[str, list[nn.Parameter]] = {"decay": [], "factors": [], "no_decay": []}
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "factors": [], "no_decay": [], "wd_skip": []}
+    suffixes = tuple(wd_skip)
+    skipped = {id(p) for name, m in model.named_modules() if suffixes and name.endswith(suffixes)
+               for p in m.parameters()}
 
     def add(name: str, p: nn.Parameter) -> None:
         if p.requires_grad and id(p) not in seen:
             seen.add(id(p))
-            groups[name].append(p)
+            groups["wd_skip" if id(p) in skipped else name].append(p)
 
     for module in _outermost_factorized(model):
         for p in module.factor_parameters():
@@ -154,6 +161,7 @@ def param_groups(
         "decay": weight_decay,
         "factors": 0.0 if frobenius_decay > 0 else weight_decay * factor_decay_scale,
         "no_decay": weight_decay if decay_norms else 0.0,
+        "wd_skip": 0.0,
     }
     return [
         {"params": params, "weight_decay": decay[name], "name": name}

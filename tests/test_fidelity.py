@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from experiments.sweep import expand, load_sweep
 from tdecomp import models
 from tdecomp.layers.attention.reduced import HeadReducedAttention
 from tdecomp.regularize import frobenius_decay, param_groups
+from tdecomp.train import Trainer
 from tdecomp.train.schedule import lr_multiplier
 
 CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
@@ -101,12 +104,14 @@ def _official_resnet_params(depth: int, classes: int = 10) -> int:
     return total + 256 * classes + classes
 
 
+OFFICIAL_VGG_CONFIGS = {19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                             512, 512, 512, 512]}  # models/vgg.py:14-19
+
+
 def _official_vgg_params(depth: int, classes: int = 10) -> int:
     """models/vgg.py:14-56: conv (no bias) + BN(γ, β) per entry, Linear(512, classes)."""
-    cfg = {19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-                512, 512, 512, 512]}[depth]
     total, c_in = 0, 3
-    for v in cfg:
+    for v in OFFICIAL_VGG_CONFIGS[depth]:
         if v != "M":
             total += c_in * v * 9 + 2 * v
             c_in = v
@@ -222,22 +227,171 @@ def test_every_run_resolves_to_the_official_setup(name):
                 slack = 0 if c.rank_scale else 1
                 assert abs(layers[n].rank[0] - official_rank(m, scale)) <= slack, (job.name, n)
                 assert (layers[n].M is not None) == (c.overcomplete == "deep")
-        n_dense = sum(p.numel() for p in dense.parameters())
-        ratio = sum(p.numel() for p in model.parameters()) / n_dense
         if not c.rank_scale:  # whole-model parameter ratio (make.py:22-37)
+            ratio = sum(p.numel() for p in model.parameters()) / sum(p.numel() for p in dense.parameters())
             assert ratio == pytest.approx(c.rank, rel=0.01), job.name
-        # weight decay: everything (BN γ/β and biases too) but FD factors (main_pretrain.py:105-113);
-        # crs: factors at weight decay × the model's parameter ratio (deficient-efficient main.py:608-619)
-        groups = param_groups(model, c.weight_decay, c.frobenius_coef if c.reg == "fd" else 0.0, c.decay_norms,
-                              factor_decay_scale=ratio if c.reg == "crs" else 1.0)
-        factor_ids = {id(p) for m in layers.values() for p in m.factors()}
-        for g in groups:
-            for p in g["params"]:
-                official = {"fd": 0.0, "crs": c.weight_decay * ratio}.get(c.reg, c.weight_decay)
-                official = official if id(p) in factor_ids else c.weight_decay
-                assert g["weight_decay"] == pytest.approx(official, rel=1e-12), (job.name, g["name"])
+        # weight decay and FD: test_every_parameter_is_decayed_as_the_official_code_decays_it
+
+
+# ---------------------------------------------------------------- weight decay and FD, by name
+# The official trainers give a parameter no (or "crs") weight decay when a no_decay entry is a
+# SUBSTRING of its name, and FD to a FactorizedConv unless its module name ENDS with a skiplist
+# entry (frob.py:51-55). Both read the patched model's names: patch_module (frob.py:215-220) sets
+# the FactorizedConv (U, VT, and M under --square: frob.py:144-156) on the attribute the conv was
+# reached through, so WRN's `conv1.conv` becomes `conv1` and ResNet's `downsample.0` `downsample`.
+def official_vgg_layout(depth: int = 19) -> tuple[list[str], list[str], list[str]]:
+    """models/vgg.py:36,43-56 (conv, BN, ReLU per entry, one pool per "M") and main_pretrain.py:56,
+    65-66: (parameters outside the patched convs, the patched convs, the no_decay/skiplist list =
+    the patched convs' indices as strings)."""
+    other, convs, i = ["classifier.weight", "classifier.bias"], [], 0
+    for v in OFFICIAL_VGG_CONFIGS[depth]:
+        if v == "M":
+            i += 1
+            continue
+        convs.append(i)
+        other += [f"feature.{i + 1}.weight", f"feature.{i + 1}.bias"]
+        i += 3
+    names = [str(i) for i in convs if i]  # `if i`: the stem stays dense
+    return [*other, f"feature.{convs[0]}.weight"], [f"feature.{n}" for n in names], names
+
+
+def official_resnet_layout(model: str) -> tuple[list[str], list[str], list[str]]:
+    """EigenDamage models/resnet.py:48-63,108-130 with main_pretrain.py:68-81 (conv1, conv2 and the
+    1×1 downsample of each stage's first block at stride 2), or akamaster resnet.py (option-A
+    shortcuts: no parameters) with trainer.py:101-119."""
+    eigendamage = model.startswith("eigendamage")
+    depth = int(model.removeprefix("eigendamage_").removeprefix("resnet"))
+    other, convs = ["conv1.weight", "bn.weight" if eigendamage else "bn1.weight", "linear.weight", "linear.bias"], []
+    other.append(other[1].replace("weight", "bias"))
+    for stage in (1, 2, 3):
+        for j in range((depth - 2) // 6):
+            block = f"layer{stage}.{j}"
+            convs += [f"{block}.conv1", f"{block}.conv2"]
+            other += [f"{block}.bn{k}.{p}" for k in (1, 2) for p in ("weight", "bias")]
+            if eigendamage and stage > 1 and j == 0:
+                convs.append(f"{block}.downsample")
+                other += [f"{block}.bn3.weight", f"{block}.bn3.bias"]
+    return other, convs, [".conv1", ".conv2", "downsample"] if eigendamage else [".conv1", ".conv2"]
+
+
+def official_wrn_layout(depth: int = 28) -> tuple[list[str], list[str]]:
+    """deficient-efficient models/wide_resnet.py:84-104, blocks.py:309-324 and main.py:581-588: block
+    convs conv1/conv2 and the 1×1 convShortcut of each stage's first block (16→160, 160→320, 320→640)."""
+    other, convs = ["conv1.weight", "bn1.weight", "bn1.bias", "fc.weight", "fc.bias"], []
+    for stage in (1, 2, 3):
+        for j in range((depth - 4) // 6):
+            block = f"block{stage}.0.layer.{j}"
+            convs += [f"{block}.conv1", f"{block}.conv2"] + ([f"{block}.convShortcut"] if j == 0 else [])
+            other += [f"{block}.bn{k}.{p}" for k in (1, 2) for p in ("weight", "bias")]
+    return other, convs
+
+
+def official_regularization(model: str, reg: str, wd: float, ratio: float, square: bool = False,
+                            ) -> tuple[dict[str, float], set[str]]:
+    """A factorized official run's weight decay per parameter name and the convs FD decays (coef = wd).
+
+    reg fd = --wd2fd; for WRN (make.py:175-182) wd = reglr (--nocrswd), crs = no flag."""
+    if model == "wrn28_10":  # main.py:595-596,608-620
+        other, patched = official_wrn_layout()
+        wd2fd, nocrswd = reg == "fd", reg == "wd"
+        no_decay = [".conv1", ".conv2", "convShortcut"] if wd2fd else []
+        skiplist = [] if wd2fd else [".conv1", ".conv2", "convShortCut"]  # sic: the module is convShortcut
+        if not wd2fd and not nocrswd:
+            no_decay = no_decay + [".conv1", ".conv2", "convShortcut"]
+            alt = wd * ratio
+        else:
+            alt = 0.0
+    else:  # main_pretrain.py:65-66,80-81; trainer.py:118-119
+        other, patched, names = official_vgg_layout() if "vgg" in model else official_resnet_layout(model)
+        no_decay = names if reg == "fd" else []
+        skiplist = [] if reg == "fd" else names
+        alt = 0.0
+    params = other + [f"{m}.{f}" for m in patched for f in ("U", "VT", *("M" if square else ""))]
+    decay = {n: alt if any(nd in n for nd in no_decay) else wd for n in params}
+    return decay, {m for m in patched if not any(m[-len(e):] == e for e in skiplist)}
+
+
+def official_name(model: str, ours: str) -> str:
+    """Our parameter name → the official one (V is stored transposed as VT)."""
+    name = re.sub(r"\.V$", ".VT", ours)
+    if model == "eigendamage_resnet32":
+        return name.replace(".downsample.0.", ".downsample.")
+    if model == "wrn28_10":  # 4 blocks per stage (depth 28)
+        name = re.sub(r"^blocks\.(\d+)\.", lambda m: f"block{int(m[1]) // 4 + 1}.0.layer.{int(m[1]) % 4}.", name)
+        name = re.sub(r"^bn\.", "bn1.", re.sub(r"^linear\.", "fc.", name))
+        return name.replace(".shortcut.", ".convShortcut.")
+    return name
+
+
+def our_regularization(c, dense: nn.Module, model: nn.Module) -> tuple[dict[str, float], set[str]]:
+    """The trainer's weight decay per parameter name (its own optimizer builder, on the model alone:
+    a Trainer would load CIFAR) and the parameters its FD term (reg=fd) reaches, read off autograd."""
+    trainer = SimpleNamespace(config=c, model=model, dense_params=sum(p.numel() for p in dense.parameters()))
+    wd = {id(p): g["weight_decay"] for g in Trainer._build_optimizer(trainer).param_groups for p in g["params"]}
+    reached: set[str] = set()
+    if c.reg == "fd" and c.family != "dense":
+        model.zero_grad(set_to_none=True)
+        frobenius_decay(model, c.fd_skip).backward()
+        reached = {n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.any())}
+        model.zero_grad(set_to_none=True)
+    return {n: wd[id(p)] for n, p in model.named_parameters()}, reached
+
+
+@pytest.mark.parametrize("name", ["compression_vgg19_cifar10", "compression_resnet32x2_cifar10",
+                                  "rankscale_resnet_cifar10", "tensor_wrn28_10_cifar10"])
+def test_every_parameter_is_decayed_as_the_official_code_decays_it(name):
+    """Each setting of the config (seeds and inits alike) once: weight decay parameter by parameter
+    and the FD-decayed convs against the official name rules. One deliberate deviation
+    (docs/fidelity.md row 26): the official WRN reglr/crs runs also FD-decay the shortcut convs."""
+    settings = {}
+    for job in jobs(name):
+        c = job.config
+        if not c.separable:  # the separable block: tests/test_wrn_separable.py
+            setting = {k: v for k, v in c.to_dict().items() if k not in ("seed", "init", "out")}
+            settings.setdefault(repr(sorted(setting.items())), c)
+    for c in settings.values():
+        if c.family == "dense":  # the official unfactorized run: no_decay = skiplist = [] (main_pretrain.py:94)
+            dense = models.create(c.model)
+            decay, reached = our_regularization(c, dense, dense)
+            assert set(decay.values()) == {c.weight_decay} and not reached, c.model
+            continue
+        dense, model = _factorized(c.model, None if c.rank_scale else c.rank, c.rank_scale, c.overcomplete, c.budget)
+        decay, reached = our_regularization(c, dense, model)
+        ratio = sum(p.numel() for p in model.parameters()) / sum(p.numel() for p in dense.parameters())
+        official_decay, official_fd = official_regularization(c.model, c.reg, c.weight_decay, ratio,
+                                                              square=c.overcomplete == "deep")
+        ours = {official_name(c.model, n): wd for n, wd in decay.items()}
+        assert ours.keys() == official_decay.keys(), c.model
+        for n, wd in official_decay.items():
+            assert ours[n] == pytest.approx(wd, rel=1e-12, abs=0), (c.model, c.reg, n)
+        typo = c.model == "wrn28_10" and c.reg != "fd"  # the skiplist's 'convShortCut' misses these
+        shortcut_typo = {m for m in official_fd if m.endswith(".convShortcut")} if typo else set()
+        assert {official_name(c.model, n).rpartition(".")[0] for n in reached} == official_fd - shortcut_typo
         if c.reg == "fd":
-            assert c.frobenius_coef == c.weight_decay  # coef=args.weight_decay (main_pretrain.py:169)
+            assert c.frobenius_coef == c.weight_decay  # coef=args.weight_decay (main_pretrain.py:169, main.py:654)
+
+
+def test_the_official_name_rules_hit_these_parameters():
+    """The enumeration behind docs/fidelity.md rows 11 and 26."""
+    factor = (".U", ".VT")
+    # VGG-19 --wd2fd: no_decay "3", "7", "10", … are substrings of BN layers 31, 34, 37 and 47's names
+    decay, fd = official_regularization("eigendamage_vgg19", "fd", 2e-4, 1.0)
+    undecayed = {n for n, wd in decay.items() if wd == 0}
+    assert {n for n in decay if n.endswith(factor)} <= undecayed and len(fd) == 15
+    assert undecayed - {n for n in decay if n.endswith(factor)} == {
+        f"feature.{i}.{p}" for i in (31, 34, 37, 47) for p in ("weight", "bias")}
+    assert official_regularization("eigendamage_vgg19", "wd", 2e-4, 1.0) == ({n: 2e-4 for n in decay}, set())
+    # EigenDamage ResNet32 and akamaster ResNets --wd2fd: the factors and nothing else
+    for model in ("eigendamage_resnet32", "resnet32", "resnet110"):
+        decay, _ = official_regularization(model, "fd", 1e-4, 1.0, square=True)
+        assert {n for n, wd in decay.items() if wd == 0} == {n for n in decay if n.endswith((*factor, ".M"))}
+    # WRN-28-10: no_decay hits the factors only; the skiplist misses the three shortcut convs
+    shortcuts = {f"block{s}.0.layer.0.convShortcut" for s in (1, 2, 3)}
+    for reg, factor_wd in (("wd", 5e-4), ("crs", 5e-4 / 15), ("fd", 0.0)):
+        decay, fd = official_regularization("wrn28_10", reg, 5e-4, 1 / 15)
+        assert {n for n, wd in decay.items() if wd != 5e-4} == ({n for n in decay if n.endswith(factor)}
+                                                                if factor_wd != 5e-4 else set())
+        assert fd == (set(official_wrn_layout()[1]) if reg == "fd" else shortcuts)
 
 
 def test_translation_recipe_is_the_official_one():

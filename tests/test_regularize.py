@@ -85,3 +85,25 @@ def test_frobenius_decay_runs_in_float32_under_autocast():
         value = tdecomp.frobenius_decay(model)
     assert value.dtype == torch.float32
     torch.testing.assert_close(value, tdecomp.frobenius_decay(model), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("fd", [0.0, 5e-4])
+def test_wd_skip_takes_every_parameter_of_the_named_modules_out_of_weight_decay(fd):
+    """Modules whose name ends with an entry: all their parameters (factors too) at decay 0; the rest
+    as without ``wd_skip``."""
+    model = tdecomp.factorize_model(TinyResNet(), "lowrank", 0.3, progress=False)
+    skip = ("layers.1.shortcut", ".bn1")
+
+    def decays(**kw) -> dict[str, float]:
+        wd = {id(p): g["weight_decay"] for g in tdecomp.param_groups(model, 1e-4, fd, True, **kw) for p in g["params"]}
+        return {n: wd[id(p)] for n, p in model.named_parameters()}
+
+    def skipped(name: str) -> bool:  # some enclosing module's name ends with an entry
+        parts = name.split(".")[:-1]
+        return any(".".join(parts[:i]).endswith(skip) for i in range(1, len(parts) + 1))
+
+    plain, with_skip = decays(), decays(wd_skip=skip)
+    hit = {n for n in plain if skipped(n)}
+    assert {"layers.1.shortcut.0.U", "layers.1.shortcut.1.bias", "layers.2.bn1.weight"} <= hit
+    assert with_skip == {n: 0.0 if n in hit else wd for n, wd in plain.items()}
+    assert any(wd > 0 for n, wd in plain.items() if n in hit)  # the test takes something away

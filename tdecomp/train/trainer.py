@@ -270,7 +270,9 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0,
                               decay_norms=cfg.decay_norms,
-                              factor_decay_scale=n_params / self.dense_params if cfg.reg == "crs" else 1.0)
+                              factor_decay_scale=n_params / self.dense_params if cfg.reg == "crs" else 1.0,
+                              # the official no_decay lists exist in factorized --wd2fd runs only
+                              wd_skip=cfg.fd_no_decay if cfg.reg == "fd" and cfg.family != "dense" else ())
         if cfg.reg == "none":
             for g in groups:
                 if g["name"] == "factors":

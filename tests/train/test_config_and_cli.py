@@ -39,6 +39,7 @@ def test_yaml_file_then_overrides(tmp_path):
     ("lr=-1", "lr must be a number ≥ 0"),
     ("rank=[a, b]", "rank must be a float ratio, an int or a list of ints"),
     ("milestones=[0.5, 2]", "milestones must be fractions"),
+    ("fd_no_decay=feature.31", "fd_no_decay must be a list of module-name suffixes"),
     ("device=tpu", "device='tpu' is not valid"),
 ])
 def test_bad_keys_and_values_are_rejected_with_the_valid_ones(override, message):
