@@ -17,7 +17,8 @@ import tdecomp
 from experiments.sweep import expand, load_sweep
 from tdecomp import models
 from tdecomp.layers.attention.reduced import HeadReducedAttention
-from tdecomp.regularize import frobenius_decay, param_groups
+from tdecomp.reg_policy import RegPolicy
+from tdecomp.regularize import frobenius_decay
 from tdecomp.train.schedule import lr_multiplier
 
 CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
@@ -228,8 +229,7 @@ def test_every_run_resolves_to_the_official_setup(name):
             assert ratio == pytest.approx(c.rank, rel=0.01), job.name
         # weight decay: everything (BN γ/β and biases too) but FD factors (main_pretrain.py:105-113);
         # crs: factors at weight decay × the model's parameter ratio (deficient-efficient main.py:608-619)
-        groups = param_groups(model, c.weight_decay, c.frobenius_coef if c.reg == "fd" else 0.0, c.decay_norms,
-                              factor_decay_scale=ratio if c.reg == "crs" else 1.0)
+        groups = RegPolicy.from_config(c).param_groups(model, ratio)  # as the trainer builds them
         factor_ids = {id(p) for m in layers.values() for p in m.factors()}
         for g in groups:
             for p in g["params"]:
@@ -237,7 +237,7 @@ def test_every_run_resolves_to_the_official_setup(name):
                 official = official if id(p) in factor_ids else c.weight_decay
                 assert g["weight_decay"] == pytest.approx(official, rel=1e-12), (job.name, g["name"])
         if c.reg == "fd":
-            assert c.frobenius_coef == c.weight_decay  # coef=args.weight_decay (main_pretrain.py:169)
+            assert RegPolicy.from_config(c).fd_coef == c.weight_decay  # coef=args.weight_decay (main_pretrain.py:169)
 
 
 def test_translation_recipe_is_the_official_one():
@@ -359,8 +359,9 @@ def _our_behaviour(c) -> tuple:
         assert c.init in ("spectral", "fairseq-factors") and c.skip == [] and c.targets == ["linear", "embedding"]
     key = (scale, c.init if scale else None, spectral_attention)
     _, model = _fairseq_model(*key)
-    fd = c.frobenius_coef if c.reg == "fd" else 0.0
-    groups = param_groups(model, c.weight_decay, fd, c.decay_norms)
+    policy = RegPolicy.from_config(c)
+    fd = policy.fd_coef
+    groups = policy.param_groups(model, 1.0)
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
     (wd,) = {g["weight_decay"] for g in groups}  # every parameter alike (the fork's no_decay is empty)
     kinds = _fd_kinds(key, tuple(c.fd_skip)) if fd else frozenset()
