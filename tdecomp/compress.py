@@ -3,10 +3,11 @@
 :func:`compress` runs the usual :class:`~tdecomp.train.Trainer` on a config whose ``init_from``
 names the trained weights (loaded before ``factorize_model`` applies spectral initialization to
 them) and whose ``epochs`` are the fine-tuning epochs. The run folder's ``summary.json`` then
-adds to the trainer's (``test_acc``, ``params``, ``param_ratio``, ``flops``, ``flop_ratio``, …):
+adds to the trainer's (``test_acc``, ``train_acc``, ``params``, ``param_ratio``, ``flops``,
+``flop_ratio``, ``decay_integral``, provenance, …; :mod:`tdecomp.train.trainer`):
 
-- ``test_acc_before_finetune`` (and the other ``test_*`` metrics, suffixed likewise): the
-  factorized model right after SI of the trained weights;
+- ``test_acc_before_finetune`` (and the other ``test_*`` metrics, and with a validation split the
+  ``val_*`` ones, suffixed likewise): the factorized model right after SI of the trained weights;
 - ``finetune_epochs``, ``source``;
 - ``layers``: per factorized layer ``name``, ``family``, ``rank``, ``params``, ``dense_params``
   and ``reconstruction_error`` ‖W − Ŵ‖_F/‖W‖_F of the trained weight W by its factorization Ŵ.
@@ -24,7 +25,7 @@ from .config import TrainConfig
 from .layers.base import FactorizedLayer
 from .surgery import summarize
 from .train.checkpoint import load_model_weights
-from .train.trainer import CONFIG, SUMMARY, Trainer, _write_json_atomic, to_device
+from .train.trainer import CONFIG, SUMMARY, Trainer, _write_json_atomic
 
 BEFORE = "_before_finetune"
 
@@ -73,10 +74,7 @@ def compress(config: TrainConfig) -> dict[str, Any]:
     if config.init != "spectral":
         raise ValueError(f"compress factorizes trained weights by SI: init must be 'spectral', not {config.init!r}")
     trainer = Trainer(config)
-    trainer.model.eval()
-    batches = (to_device(b, trainer.device) for b in trainer.test_loader)
-    with torch.no_grad(), trainer._autocast():
-        before = trainer.task.evaluate(trainer.model, batches)
+    before = trainer.evaluate()
     errors = reconstruction_errors(trainer.model, load_model_weights(config.init_from))
     layers = [
         {"name": r.name, "family": r.family, "rank": list(r.rank), "params": r.params,

@@ -70,7 +70,10 @@ class TrainConfig:
     data_kwargs: dict[str, Any] = field(default_factory=dict)
     data_dir: str = "data"
     download: bool = False
-    subset: int = 0  # use only the first N training examples (0: all)
+    subset: int = 0  # train on N examples (0: all), a stratified draw resampled per seed
+    val_fraction: float = 0.0  # > 0: this stratified fraction of the training data becomes a validation split
+    split_seed: int = 0  # seeds the validation split (not the run's seed: every run validates on the same examples)
+    #   (a dataset's own train/test split, where it draws one, keeps its data_kwargs.split_seed)
     # factorization
     family: str = "dense"  # dense | lowrank | cp | tucker | tt
     rank: float | int | list[int] = 0.25  # float: parameter ratio; int/list: explicit ranks
@@ -81,7 +84,7 @@ class TrainConfig:
     overcomplete: str = "balanced"  # lowrank r > min(m,n): balanced U M Vᵀ | wide U Vᵀ | deep U M Vᵀ
     budget: str = "layers"  # float rank is a ratio of: layers (factorized ones) | model (whole)
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
-    #   | crs: weight decay × the model's parameter ratio on factors (deficient-efficient main.py:608-619)
+    #   | crs: weight decay × the model's parameter ratio on factors (tdecomp.reg_policy)
     separable: bool = False  # tt/tucker: k×k convs → dense depthwise + tensor 1×1 (official Table 2)
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
@@ -160,6 +163,13 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be an int ≥ 0 (0: use warmup_epochs), got {self.warmup_steps!r}")
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 0:
             raise ValueError(f"max_steps must be an int ≥ 0 (0: train for epochs), got {self.max_steps!r}")
+        fraction = self.val_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ValueError(f"val_fraction must be a number in [0, 1) (0: no validation split), got {fraction!r}")
+        for key in ("seed", "split_seed"):  # NumPy's generators (data subsets, splits) take no negative seed
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 0:
             raise ValueError(f"max_tokens must be an int ≥ 0 (0: batch_size examples), got {self.max_tokens!r}")
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -215,11 +225,6 @@ class TrainConfig:
         return [k for k in current if k not in may_change and saved.get(k) != current[k]]
 
     @property
-    def frobenius_coef(self) -> float:
-        """λ of Frobenius decay (only used with ``reg=fd``)."""
-        return float(self.weight_decay if self.fd_coef is None else self.fd_coef)
-
-    @property
     def family_options(self) -> dict[str, Any]:
         """Family options for tdecomp.factorize_model: the low-rank family's set away from their
         defaults (others get none; so does factorized attention, which rejects any option)."""
@@ -227,13 +232,6 @@ class TrainConfig:
             return {}
         fields = {f.name: f.default for f in dataclasses.fields(self)}
         return {k: getattr(self, k) for k in ("overcomplete", "rank_rule") if getattr(self, k) != fields[k]}
-
-    @property
-    def rebalances(self) -> bool:
-        """Whether the trainer calls :func:`tdecomp.rebalance` after each optimizer step:
-        ``rebalance``, or by default under ``reg=fd`` (FD cannot hold factor norms balanced; plain
-        weight decay on the factors does, and ``reg=wd``/``none`` stay the unmodified baselines)."""
-        return self.reg == "fd" if self.rebalance is None else self.rebalance
 
     @property
     def compile_mode(self) -> str | None:

@@ -9,7 +9,6 @@ import math
 import re
 from functools import cache
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,8 +18,8 @@ import tdecomp
 from experiments.sweep import expand, load_sweep
 from tdecomp import models
 from tdecomp.layers.attention.reduced import HeadReducedAttention
-from tdecomp.regularize import frobenius_decay, param_groups
-from tdecomp.train import Trainer
+from tdecomp.reg_policy import RegPolicy
+from tdecomp.regularize import frobenius_decay
 from tdecomp.train.schedule import lr_multiplier
 
 CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
@@ -324,10 +323,10 @@ def official_name(model: str, ours: str) -> str:
 
 
 def our_regularization(c, dense: nn.Module, model: nn.Module) -> tuple[dict[str, float], set[str]]:
-    """The trainer's weight decay per parameter name (its own optimizer builder, on the model alone:
-    a Trainer would load CIFAR) and the parameters its FD term (reg=fd) reaches, read off autograd."""
-    trainer = SimpleNamespace(config=c, model=model, dense_params=sum(p.numel() for p in dense.parameters()))
-    wd = {id(p): g["weight_decay"] for g in Trainer._build_optimizer(trainer).param_groups for p in g["params"]}
+    """The trainer's weight decay per parameter name (its regularization policy's groups, on the model
+    alone: a Trainer would load CIFAR) and the parameters its FD term (reg=fd) reaches, read off autograd."""
+    ratio = sum(p.numel() for p in model.parameters()) / sum(p.numel() for p in dense.parameters())
+    wd = {id(p): g["weight_decay"] for g in RegPolicy.from_config(c).param_groups(model, ratio) for p in g["params"]}
     reached: set[str] = set()
     if c.reg == "fd" and c.family != "dense":
         model.zero_grad(set_to_none=True)
@@ -367,8 +366,8 @@ def test_every_parameter_is_decayed_as_the_official_code_decays_it(name):
         typo = c.model == "wrn28_10" and c.reg != "fd"  # the skiplist's 'convShortCut' misses these
         shortcut_typo = {m for m in official_fd if m.endswith(".convShortcut")} if typo else set()
         assert {official_name(c.model, n).rpartition(".")[0] for n in reached} == official_fd - shortcut_typo
-        if c.reg == "fd":
-            assert c.frobenius_coef == c.weight_decay  # coef=args.weight_decay (main_pretrain.py:169, main.py:654)
+        if c.reg == "fd":  # coef=args.weight_decay (main_pretrain.py:169, main.py:654)
+            assert RegPolicy.from_config(c).fd_coef == c.weight_decay
 
 
 def test_the_official_name_rules_hit_these_parameters():
@@ -513,8 +512,9 @@ def _our_behaviour(c) -> tuple:
         assert c.init in ("spectral", "fairseq-factors") and c.skip == [] and c.targets == ["linear", "embedding"]
     key = (scale, c.init if scale else None, spectral_attention)
     _, model = _fairseq_model(*key)
-    fd = c.frobenius_coef if c.reg == "fd" else 0.0
-    groups = param_groups(model, c.weight_decay, fd, c.decay_norms)
+    policy = RegPolicy.from_config(c)
+    fd = policy.fd_coef
+    groups = policy.param_groups(model, 1.0)
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
     (wd,) = {g["weight_decay"] for g in groups}  # every parameter alike (the fork's no_decay is empty)
     kinds = _fd_kinds(key, tuple(c.fd_skip)) if fd else frozenset()

@@ -187,8 +187,8 @@ def test_trainer_rebalances_after_each_step_by_default_under_fd(tmp_path, reg, r
     cfg = load_config(None, dict(model="cnn", model_kwargs={"width": 0.5}, data="digits", subset=128,
                                  batch_size=64, epochs=1, family="tucker", init="random", reg=reg,
                                  rebalance=rebalance, rank=0.3, progress=False, out=str(tmp_path / "run")))
-    assert cfg.rebalances is expected
     trainer = Trainer(cfg)
+    assert trainer.reg_policy.rebalances is expected
     trainer.fit()
     layers = [m for m in trainer.model.modules() if isinstance(m, tdecomp.FactorizedLayer)]
     norms = [torch.stack([f.norm() for f in m.factors()]) for m in layers]

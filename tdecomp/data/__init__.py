@@ -1,7 +1,10 @@
-"""Dataset factory: ``create(name, root=, download=, seed=, subset=, **kwargs)`` → :class:`DataBundle`.
+"""Dataset factory: ``create(name, root=, download=, seed=, subset=, val_fraction=, val_seed=, **kwargs)``
+→ :class:`DataBundle`.
 
-Every factory accepts those keywords (ignoring what it does not need) plus its own options,
-which configs pass as ``data_kwargs``.
+Every factory builds a dataset's full training and test data from ``root``, ``download``,
+``seed`` (ignoring what it does not need) plus its own options, which configs pass as
+``data_kwargs``; :func:`create` then carves the validation split and the training subset out of
+the training data (:mod:`tdecomp.data.subset`).
 """
 
 # Importing the dataset files registers their names.

@@ -15,7 +15,14 @@ from ..tasks import Task
 class DataBundle:
     """``train``/``test`` datasets, the :class:`~tdecomp.tasks.Task` they define, the keyword
     arguments the model factory needs (e.g. ``num_classes``, ``in_channels``; vocabulary sizes for
-    text), and an optional ``collate_fn`` for the DataLoader."""
+    text), and an optional ``collate_fn`` for the DataLoader.
+
+    ``val``: the validation split carved out of the training data (``val_fraction``,
+    :func:`tdecomp.data.subset.split_training`), or None. ``train_for_eval``: for datasets whose
+    training examples are drawn anew on each access (augmentation, masking), a function building
+    the same examples, index for index, as evaluation reads them; the validation split reads them
+    there.
+    """
 
     train: Dataset
     test: Dataset
@@ -23,3 +30,5 @@ class DataBundle:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     collate_fn: Callable | None = None
     on_device: bool = False  # examples already on the training device: no pinned host memory
+    val: Dataset | None = None
+    train_for_eval: Callable[[], Dataset] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,6 @@ from typing import Any
 from ..tasks import ClassificationTask
 from .bundle import DataBundle
 from .registry import register_dataset
-from .subset import take_subset
 
 # per-channel statistics of the training sets
 STATS = {
@@ -32,11 +32,17 @@ def _presence_checked(cls):
     })
 
 
+def retransformed(dataset: Any, transform: Any) -> Any:
+    """A shallow copy of a torchvision dataset (examples shared) that reads them through ``transform``."""
+    view = copy.copy(dataset)
+    view.transform = transform
+    return view
+
+
 def cifar(
     num_classes: int,
     root: str = "data",
     download: bool = False,
-    subset: int = 0,
     augment: bool = True,
     **_: Any,
 ) -> DataBundle:
@@ -64,7 +70,8 @@ def cifar(
         ) from None
     test = cls(root, train=False, download=False, transform=transforms.Compose(normalize))
     return DataBundle(
-        train=take_subset(train, subset),
+        train=train,
+        train_for_eval=partial(retransformed, train, transforms.Compose(normalize)),
         test=test,
         task=ClassificationTask(),
         model_kwargs={"num_classes": num_classes, "in_channels": 3},

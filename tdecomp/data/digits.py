@@ -10,13 +10,10 @@ from torch.utils.data import TensorDataset
 from ..tasks import ClassificationTask
 from .bundle import DataBundle
 from .registry import register_dataset
-from .subset import take_subset
 
 
 @register_dataset("digits")
-def digits(
-    seed: int = 0, subset: int = 0, test_fraction: float = 0.2, split_seed: int = 0, **_: Any
-) -> DataBundle:
+def digits(test_fraction: float = 0.2, split_seed: int = 0, **_: Any) -> DataBundle:
     """Images (1, 8, 8) standardized with the training split's mean/std; 10 classes.
 
     The stratified train/test split is fixed by ``split_seed`` (not the training ``seed``), so
@@ -36,7 +33,7 @@ def digits(
         return TensorDataset(images, torch.as_tensor(labels, dtype=torch.long))
 
     return DataBundle(
-        train=take_subset(to_dataset(x_train, y_train), subset),
+        train=to_dataset(x_train, y_train),
         test=to_dataset(x_test, y_test),
         task=ClassificationTask(),
         model_kwargs={"num_classes": 10, "in_channels": 1},

@@ -20,7 +20,6 @@ from torch.utils.data import Dataset
 from ..tasks import ClassificationTask
 from .bundle import DataBundle
 from .registry import register_dataset
-from .subset import take_subset
 
 
 class DeviceTensors(Dataset):
@@ -55,7 +54,6 @@ def _random_split(n: int, shape: tuple[int, ...], num_classes: int, seed: int, d
 @register_dataset("fake")
 def fake(
     seed: int = 0,
-    subset: int = 0,
     shape: Sequence[int] = (3, 32, 32),
     num_classes: int = 10,
     num_samples: int = 20_000,
@@ -73,7 +71,7 @@ def fake(
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
     return DataBundle(
-        train=take_subset(_random_split(num_samples, shape, num_classes, seed, dev), subset),
+        train=_random_split(num_samples, shape, num_classes, seed, dev),
         test=_random_split(test_samples, shape, num_classes, seed + 1, dev),
         task=ClassificationTask(),
         model_kwargs={"num_classes": num_classes, "in_channels": shape[0]},

@@ -19,7 +19,6 @@ from torch.utils.data import TensorDataset
 from ..tasks import ClassificationTask
 from .bundle import DataBundle
 from .registry import register_dataset
-from .subset import take_subset
 
 # 12,000 signals → 9,600 train / 2,400 test at the package's 80/20 split: ≥ 2,000 test signals,
 # so one test signal is ≤ 0.05 percentage points.
@@ -71,7 +70,6 @@ def load(
 @register_dataset("mnist1d")
 def mnist1d(
     root: str = "data",
-    subset: int = 0,
     num_samples: int = NUM_SAMPLES,
     generation_seed: int = GENERATION_SEED,
     **_: Any,
@@ -79,7 +77,7 @@ def mnist1d(
     """Signals (1, 40), 10 balanced classes; ``num_samples`` split 80/20 into train/test.
 
     The draw depends only on ``num_samples`` and ``generation_seed`` (not the training ``seed``),
-    so every run of a sweep sees the same signals; ``subset`` keeps the first N training signals.
+    so every run of a sweep sees the same signals (a ``subset`` of them is resampled per seed).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 50:
         raise ValueError(f"data_kwargs.num_samples must be an int ≥ 50 (5 per class and split), got {num_samples!r}")
@@ -90,7 +88,7 @@ def mnist1d(
         return TensorDataset(x, torch.as_tensor(labels, dtype=torch.long))
 
     return DataBundle(
-        train=take_subset(to_dataset(arrays["x"], arrays["y"]), subset),
+        train=to_dataset(arrays["x"], arrays["y"]),
         test=to_dataset(arrays["x_test"], arrays["y_test"]),
         task=ClassificationTask(),
         model_kwargs={"num_classes": 10, "in_channels": 1, "length": LENGTH},

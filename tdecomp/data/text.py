@@ -20,6 +20,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ from torch.utils.data import Dataset
 from ..tasks import Task
 from .bundle import DataBundle
 from .registry import register_dataset
-from .subset import take_subset
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>", "<mask>")
 PAD, BOS, EOS, UNK, MASK = range(len(SPECIALS))
@@ -210,12 +210,13 @@ class MLMTask(Task):
         return {"test_loss": loss, "test_acc": correct / max(count, 1.0), "test_ppl": math.exp(min(loss, 50.0))}
 
 
-def _mlm_bundle(train: list[list[str]], test: list[list[str]], subset: int, mask_prob: float,
+def _mlm_bundle(train: list[list[str]], test: list[list[str]], mask_prob: float,
                 split_seed: int, min_freq: int) -> DataBundle:
     vocab = Vocab.build(train, min_freq)
     encode = [vocab.encode(s) for s in train], [vocab.encode(s) for s in test]
     return DataBundle(
-        train=take_subset(MaskedLMDataset(encode[0], len(vocab), mask_prob), subset),
+        train=MaskedLMDataset(encode[0], len(vocab), mask_prob),
+        train_for_eval=partial(MaskedLMDataset, encode[0], len(vocab), mask_prob, seed=split_seed),
         test=MaskedLMDataset(encode[1], len(vocab), mask_prob, seed=split_seed),
         task=MLMTask(),
         model_kwargs={"vocab_size": len(vocab)},
@@ -224,11 +225,11 @@ def _mlm_bundle(train: list[list[str]], test: list[list[str]], subset: int, mask
 
 
 @register_dataset("mlm_toy")
-def mlm_toy(subset: int = 0, n_train: int = 20000, n_test: int = 1000, mask_prob: float = 0.15,
+def mlm_toy(n_train: int = 20000, n_test: int = 1000, mask_prob: float = 0.15,
             split_seed: int = 0, **_: Any) -> DataBundle:
     """Masked LM on toy-language sentences (disjoint train/test), fixed by ``split_seed``."""
     sentences = toy_sentences(n_train + n_test, split_seed)
-    return _mlm_bundle(sentences[:n_train], sentences[n_train:], subset, mask_prob, split_seed, 1)
+    return _mlm_bundle(sentences[:n_train], sentences[n_train:], mask_prob, split_seed, 1)
 
 
 def read_lines(path: Path, max_len: int) -> list[list[str]]:
@@ -251,11 +252,11 @@ def find_files(directory: Path, names: Sequence[str], what: str) -> list[Path]:
 
 
 @register_dataset("mlm_text")
-def mlm_text(root: str = "data", text_dir: str = "text", subset: int = 0, max_len: int = 128,
+def mlm_text(root: str = "data", text_dir: str = "text", max_len: int = 128,
              min_freq: int = 1, mask_prob: float = 0.15, split_seed: int = 0, **_: Any) -> DataBundle:
     """Masked LM on ``<root>/<text_dir>/{train,test}.txt`` (one pre-tokenized sentence or
     paragraph per line, e.g. WikiText after tokenization); tokens rarer than ``min_freq`` in the
     training file become ``<unk>``."""
     train_path, test_path = find_files(Path(root) / text_dir, ("train.txt", "test.txt"), "mlm_text")
-    return _mlm_bundle(read_lines(train_path, max_len), read_lines(test_path, max_len), subset, mask_prob,
+    return _mlm_bundle(read_lines(train_path, max_len), read_lines(test_path, max_len), mask_prob,
                        split_seed, min_freq)

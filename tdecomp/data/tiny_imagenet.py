@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,8 @@ from torch.utils.data import Dataset
 
 from ..tasks import ClassificationTask
 from .bundle import DataBundle
+from .cifar import retransformed
 from .registry import register_dataset
-from .subset import take_subset
 
 MEAN, STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
 
@@ -37,7 +38,7 @@ class AnnotatedImages(Dataset):
 
 
 @register_dataset("tiny-imagenet")
-def tiny_imagenet(root: str = "data", subset: int = 0, augment: bool = True, **_: Any) -> DataBundle:
+def tiny_imagenet(root: str = "data", augment: bool = True, **_: Any) -> DataBundle:
     """(3, 64, 64) images, 200 classes, from ``root/tiny-imagenet-200/{train,val}``.
 
     ``train/<wnid>/images/*.JPEG`` is read with ``ImageFolder``; ``val/`` either has the same
@@ -60,7 +61,8 @@ def tiny_imagenet(root: str = "data", subset: int = 0, augment: bool = True, **_
     else:
         test = datasets.ImageFolder(base / "val", transform=test_tf)
     return DataBundle(
-        train=take_subset(train, subset),
+        train=train,
+        train_for_eval=partial(retransformed, train, test_tf),
         test=test,
         task=ClassificationTask(),
         model_kwargs={"num_classes": len(train.classes), "in_channels": 3},

@@ -37,7 +37,6 @@ from torch.utils.data import Dataset
 from ..tasks import Task
 from .bundle import DataBundle
 from .registry import register_dataset
-from .subset import take_subset
 from .text import (
     ADJECTIVES,
     ADVERBS,
@@ -209,12 +208,12 @@ class Seq2SeqTask(Task):
         return metrics
 
 
-def _bundle(train: list, test: list, subset: int, label_smoothing: float, bpe: str, bleu: bool,
+def _bundle(train: list, test: list, label_smoothing: float, bpe: str, bleu: bool,
             min_freq: int = 1) -> DataBundle:
     src_vocab = Vocab.build((s for s, _ in train), min_freq)
     tgt_vocab = Vocab.build((t for _, t in train), min_freq)
     return DataBundle(
-        train=take_subset(PairDataset(train, src_vocab, tgt_vocab, bpe), subset),
+        train=PairDataset(train, src_vocab, tgt_vocab, bpe),
         test=PairDataset(test, src_vocab, tgt_vocab, bpe),
         task=Seq2SeqTask(tgt_vocab, label_smoothing, bpe, bleu),
         model_kwargs={"src_vocab": len(src_vocab), "tgt_vocab": len(tgt_vocab)},
@@ -223,16 +222,16 @@ def _bundle(train: list, test: list, subset: int, label_smoothing: float, bpe: s
 
 
 @register_dataset("translation_toy")
-def translation_toy(subset: int = 0, n_train: int = 10000, n_test: int = 500, split_seed: int = 0,
+def translation_toy(n_train: int = 10000, n_test: int = 500, split_seed: int = 0,
                     label_smoothing: float = 0.1, bleu: bool = True, **_: Any) -> DataBundle:
     """The embedded toy translation task (module docstring): distinct train/test sources."""
     pairs = toy_pairs(n_train + n_test, split_seed)
-    return _bundle(pairs[:n_train], pairs[n_train:], subset, label_smoothing, "", bleu)
+    return _bundle(pairs[:n_train], pairs[n_train:], label_smoothing, "", bleu)
 
 
 @register_dataset("iwslt14")
 def iwslt14(root: str = "data", iwslt_dir: str = "iwslt14.tokenized.de-en", src_lang: str = "de",
-            tgt_lang: str = "en", subset: int = 0, max_len: int = 250, min_freq: int = 1,
+            tgt_lang: str = "en", max_len: int = 250, min_freq: int = 1,
             label_smoothing: float = 0.1, bpe: str = "@@ ", bleu: bool = True, **_: Any) -> DataBundle:
     """IWSLT'14 from ``<root>/<iwslt_dir>/{train,test}.{src_lang,tgt_lang}`` (fairseq's prepared,
     BPE-segmented text, one sentence per line). Training pairs longer than ``max_len`` tokens
@@ -245,7 +244,7 @@ def iwslt14(root: str = "data", iwslt_dir: str = "iwslt14.tokenized.de-en", src_
             raise ValueError(f"iwslt14: {pa} has {len(a)} lines but {pb} has {len(b)}; parallel files must align")
     train = [(s, t) for s, t in zip(train_src, train_tgt) if 0 < len(s) <= max_len and 0 < len(t) <= max_len]
     test = [(s[:max_len], t) for s, t in zip(test_src, test_tgt)]
-    return _bundle(train, test, subset, label_smoothing, bpe, bleu, min_freq)
+    return _bundle(train, test, label_smoothing, bpe, bleu, min_freq)
 
 
 def _read_parallel(path: Path) -> list[list[str]]:

@@ -3,18 +3,31 @@
 Files written to ``config.out`` (main process only):
 
 - ``config.yaml`` — the full configuration;
-- ``metrics.jsonl`` — one record per epoch: ``epoch`` (1-based), ``step``, ``lr``, ``train_loss``,
-  ``train_acc``, ``test_loss``, ``test_acc`` (+ task metrics such as ``test_bleu``), ``time_s``;
+- ``metrics.jsonl`` — one record per epoch: ``epoch`` (1-based), ``step``, ``lr``, ``decay_integral``
+  (so far), ``train_loss``, ``train_acc``, with ``val_fraction`` > 0 ``val_loss``, ``val_acc`` (+ task
+  metrics, ``val_`` prefix), ``test_loss``, ``test_acc`` (+ task metrics such as ``test_bleu``),
+  ``time_s``;
 - ``last.pt`` / ``previous.pt`` — atomic checkpoints (model, optimizer, scheduler, scaler, RNG,
-  callbacks), written every epoch; ``resume=true`` continues from ``last.pt``;
-- ``summary.json`` — final ``test_acc``, ``params``, ``dense_params``, ``param_ratio``, ``flops``
-  (forward FLOPs per example, :func:`tdecomp.flops.flop_summary`), ``flop_ratio``, …
+  callbacks, Σ lr), written every epoch; ``resume=true`` continues from ``last.pt``;
+- ``summary.json`` — the last epoch's ``test_*``, ``val_*``, ``train_loss`` and ``train_acc``;
+  ``best_val_acc`` and ``best_val_epoch`` (with a validation split; nothing is selected on test);
+  ``decay_integral``; ``params``, ``trained_params``, ``dense_params``, ``param_ratio``,
+  ``factorized_layer_ratio``, ``flops`` (forward FLOPs per example,
+  :func:`tdecomp.flops.flop_summary`), ``flop_ratio``, …; ``epochs``, ``steps``, ``time_s``; the
+  config's ``model``, ``data``, ``family``, ``rank``, ``init``, ``reg``, ``seed``; and provenance
+  (:mod:`tdecomp.train.provenance`): ``code`` (version, git commit, dirty flag), ``versions``
+  (python, torch, tensorly, tensorly-torch, numpy), ``device``, ``threads``, ``world_size``, and
+  ``earlier_code`` when a resumed run was trained by other code before.
 
-Regularization (``reg``): ``fd`` adds λ/2·Σ‖W‖²_F of the factorized products to the loss and gives
-factors no plain weight decay, and (``rebalance``, default on under ``fd``) equalizes factor norms
-after each step with :func:`tdecomp.rebalance`, a no-op on W; ``wd`` puts plain weight decay on the
-factors (the baseline the paper criticizes); ``none`` neither. Dense weights keep plain weight
-decay in every case.
+Regularization (``reg``, :class:`tdecomp.reg_policy.RegPolicy`): ``fd`` adds λ/2·Σ‖W‖²_F of the
+factorized products to the loss and gives factors no plain weight decay, and (``rebalance``,
+default on under ``fd``) equalizes factor norms after each step with :func:`tdecomp.rebalance`, a
+no-op on W; ``wd`` puts plain weight decay on the factors (the baseline the paper criticizes);
+``crs`` weight decay scaled by the model's parameter ratio; ``none`` neither. Dense weights keep
+plain weight decay in every case. ``decay_integral`` = λ·Σ_t η_t over the optimizer steps taken,
+η_t the learning rate of step t and λ the decay strength on the factorized weights
+(:meth:`~tdecomp.reg_policy.RegPolicy.decay_coefficient`): how far decay has shrunk them (the
+paper's CIFAR recipe: ≈ 0.41).
 """
 
 from __future__ import annotations
@@ -46,7 +59,8 @@ from ..config import TrainConfig
 from ..data.token_batches import TokenBatchSampler
 from ..flops import flop_summary
 from ..layers import choice
-from ..regularize import frobenius_decay, param_groups, rebalance
+from ..reg_policy import RegPolicy
+from ..regularize import rebalance
 from ..run_files import CONFIG, METRICS, SUMMARY
 from ..surgery import factorize_model, summarize
 from .callbacks import Callback, StepInfo, config_callbacks
@@ -60,6 +74,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .distributed import barrier, init_distributed
+from .provenance import code_version, provenance
 from .schedule import lr_multiplier
 
 log = logging.getLogger("tdecomp.train")
@@ -104,7 +119,8 @@ class Trainer:
 
     Public attributes (the callback contract, see :mod:`tdecomp.train.callbacks`): ``config``,
     ``model`` (unwrapped), ``optimizer``, ``scheduler``, ``out_dir``, ``device``, ``epoch``,
-    ``global_step``, ``is_main``, ``steps_per_epoch``, ``total_steps``, ``total_epochs``.
+    ``global_step``, ``is_main``, ``steps_per_epoch``, ``total_steps``, ``total_epochs``; also
+    ``reg_policy`` (:class:`~tdecomp.reg_policy.RegPolicy`) and ``decay_integral`` (so far).
 
     Length of training: ``epochs`` epochs, or with ``max_steps`` > 0 whichever comes first of
     ``max_steps`` optimizer steps and ``epochs`` epochs, i.e. ``total_steps = min(max_steps,
@@ -121,8 +137,10 @@ class Trainer:
         self.data = self._build_data()
         self.task = self.data.task
         self.model = self._build_model()
+        self.reg_policy = RegPolicy.from_config(config)
+        self.decay_coefficient = self.reg_policy.decay_coefficient(self.param_ratio)
         self.optimizer = self._build_optimizer()
-        self.sampler, self.train_loader, self.test_loader = self._build_loaders()
+        self.sampler, self.train_loader, self.val_loader, self.test_loader = self._build_loaders()
         self.steps_per_epoch = len(self.train_loader)
         epoch_steps = config.epochs * self.steps_per_epoch
         self.total_steps = min(epoch_steps, config.max_steps) if config.max_steps else epoch_steps
@@ -135,6 +153,9 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self.elapsed = 0.0
+        self.lr_sum: float | None = 0.0  # Σ_t η_t over the steps taken (None: resumed from a run that kept none)
+        self.code = code_version()  # the code this process imported
+        self.earlier_code: list[dict[str, Any]] = []  # other code that trained this run before a resume
 
     # ------------------------------------------------------------------ construction helpers
     def _setup_device(self) -> None:
@@ -162,11 +183,14 @@ class Trainer:
             download=config.download,
             seed=config.seed,
             subset=config.subset,
+            val_fraction=config.val_fraction,
+            val_seed=config.split_seed,
             **config.data_kwargs,
         )
 
     def _build_model(self) -> nn.Module:
-        """The config's model, factorized per ``config.family``, on the device; sets ``dense_params``."""
+        """The config's model, factorized per ``config.family``, on the device; sets ``dense_params`` and
+        ``param_ratio`` (its parameters while training / dense)."""
         config = self.config
         model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
         self.dense_params = sum(p.numel() for p in model.parameters())
@@ -192,9 +216,13 @@ class Trainer:
         model.to(self.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
+        self.param_ratio = sum(p.numel() for p in model.parameters()) / self.dense_params
         return model
 
-    def _build_loaders(self) -> tuple[DistributedSampler | TokenBatchSampler, DataLoader, DataLoader]:
+    def _build_loaders(
+        self,
+    ) -> tuple[DistributedSampler | TokenBatchSampler, DataLoader, DataLoader | None, DataLoader]:
+        """The training sampler and loader, and the validation (None without a split) and test loaders."""
         config = self.config
         loader_kw = dict(
             num_workers=config.workers,
@@ -223,8 +251,11 @@ class Trainer:
                 sampler=sampler,
                 **loader_kw,
             )
-        test_loader = DataLoader(self.data.test, batch_size=config.eval_batch_size, **loader_kw)
-        return sampler, train_loader, test_loader
+        val_loader, test_loader = (
+            None if split is None else DataLoader(split, batch_size=config.eval_batch_size, **loader_kw)
+            for split in (self.data.val, self.data.test)
+        )
+        return sampler, train_loader, val_loader, test_loader
 
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         config = self.config
@@ -267,16 +298,7 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        n_params = sum(p.numel() for p in self.model.parameters())
-        groups = param_groups(self.model, cfg.weight_decay, cfg.frobenius_coef if cfg.reg == "fd" else 0.0,
-                              decay_norms=cfg.decay_norms,
-                              factor_decay_scale=n_params / self.dense_params if cfg.reg == "crs" else 1.0,
-                              # the official no_decay lists exist in factorized --wd2fd runs only
-                              wd_skip=cfg.fd_no_decay if cfg.reg == "fd" and cfg.family != "dense" else ())
-        if cfg.reg == "none":
-            for g in groups:
-                if g["name"] == "factors":
-                    g["weight_decay"] = 0.0
+        groups = self.reg_policy.param_groups(self.model, self.param_ratio)
         if cfg.optimizer in ("sgd", "nag"):
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nag")
         return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -291,8 +313,8 @@ class Trainer:
         """The loss to backprop (task loss + λ/2·FD) and the task's additive epoch counts."""
         with self._autocast():
             loss, stats = self.task.training_step(self.forward_model, batch)
-        if self.config.reg == "fd":  # also a family=dense model built with factorized modules
-            loss = loss + 0.5 * self.config.frobenius_coef * frobenius_decay(self.model, self.config.fd_skip)
+        if self.reg_policy.applies_fd:
+            loss = loss + self.reg_policy.penalty(self.model)
         return loss, stats
 
     def log(self, message: str) -> None:
@@ -361,6 +383,8 @@ class Trainer:
                 cb.load_state_dict(saved[key])
         set_rng_state(state["rng"])
         self.global_step, self.elapsed = state["global_step"], state["elapsed"]
+        self.lr_sum = state.get("lr_sum")  # absent from checkpoints written before it was kept
+        self.earlier_code = [c for c in state.get("codes", []) if c != self.code]
         if self.is_main:  # drop records written after the checkpoint (a crash between the two)
             records = [r for r in self._records() if r["epoch"] <= state["epoch"]]
             (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -415,9 +439,11 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             for cb in self.callbacks:
                 cb.on_before_optimizer_step(self)
+            if self.lr_sum is not None:
+                self.lr_sum += self.optimizer.param_groups[0]["lr"]  # the lr this step uses (every group's)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            if cfg.rebalances:
+            if self.reg_policy.rebalances:
                 rebalance(self.model, self.optimizer)
             self.scheduler.step()
             self.global_step += 1
@@ -468,18 +494,35 @@ class Trainer:
             torch.distributed.all_reduce(values)
         return dict(zip(keys, values.tolist()))
 
+    @property
+    def decay_integral(self) -> float | None:
+        """λ·Σ_t η_t over the optimizer steps taken so far (module docstring); None if unknown. A step
+        the fp16 grad scaler skips still counts (telling would need a host sync per step)."""
+        return None if self.lr_sum is None else self.decay_coefficient * self.lr_sum
+
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics of the model (eval mode) on the validation split, ``val_`` prefixed
+        (when there is one), and on the test set, ``test_`` prefixed: one evaluation for both."""
+        self.model.eval()
+        metrics: dict[str, float] = {}
+        for prefix, loader in (("val_", self.val_loader), ("test_", self.test_loader)):
+            if loader is not None:
+                with torch.no_grad(), self._autocast():
+                    found = self.task.evaluate(self.model, self._batches(loader))
+                metrics |= {prefix + key.removeprefix("test_"): value for key, value in found.items()}
+        return metrics
+
     def _end_epoch(self, epoch: int, sums: dict[str, float], tic: float) -> None:
         record: dict[str, Any] = {}
         if self.is_main:
-            self.model.eval()
-            with torch.no_grad(), self._autocast():
-                metrics = self.task.evaluate(self.model, self._batches(self.test_loader))
+            metrics = self.evaluate()
             count = max(sums.get("count", 0.0), 1.0)
             self.elapsed += time.perf_counter() - tic
             record = {
                 "epoch": epoch + 1,
                 "step": self.global_step,
                 "lr": self.optimizer.param_groups[0]["lr"],
+                "decay_integral": self.decay_integral,
                 "train_loss": sums.get("loss_sum", 0.0) / count,
                 "train_acc": sums.get("correct", 0.0) / count,
                 **metrics,
@@ -498,13 +541,16 @@ class Trainer:
                     "epoch": epoch + 1,
                     "global_step": self.global_step,
                     "elapsed": self.elapsed,
+                    "lr_sum": self.lr_sum,
+                    "codes": [*self.earlier_code, self.code],
                 },
                 self.out_dir,
             )
+            shown = [k for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+                     if k in record]
             self.log(
-                f"epoch {epoch + 1}/{self.total_epochs}  train_loss {record['train_loss']:.4f}  "
-                f"train_acc {record['train_acc']:.4f}  test_loss {record['test_loss']:.4f}  "
-                f"test_acc {record['test_acc']:.4f}  lr {record['lr']:.3g}  {record['time_s']:.1f}s"
+                f"epoch {epoch + 1}/{self.total_epochs}  {'  '.join(f'{k} {record[k]:.4f}' for k in shown)}  "
+                f"lr {record['lr']:.3g}  {record['time_s']:.1f}s"
             )
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
@@ -520,9 +566,11 @@ class Trainer:
         # a factorized layer larger than its dense weight (overcomplete) is deployed collapsed
         # (collapse_model: same function, dense size), so it counts as dense
         params = trained_params - sum(max(0, layer.params - layer.dense_params) for layer in report.layers)
+        best = max((r for r in records if "val_acc" in r), key=lambda r: r["val_acc"], default=None)
         summary = {
-            **{k: v for k, v in last.items() if k.startswith("test_")},
-            "best_test_acc": max(r["test_acc"] for r in records),
+            **{k: v for k, v in last.items() if k.startswith(("test_", "val_", "train_"))},
+            **({"best_val_acc": best["val_acc"], "best_val_epoch": best["epoch"]} if best else {}),
+            "decay_integral": self.decay_integral,
             "params": params,
             "trained_params": trained_params,
             "dense_params": self.dense_params,
@@ -533,6 +581,8 @@ class Trainer:
             "steps": last["step"],
             "time_s": last["time_s"],
             **{k: getattr(cfg, k) for k in ("model", "data", "family", "rank", "init", "reg", "seed")},
+            **provenance(self.device, self.dist.world_size),
+            **({"earlier_code": self.earlier_code} if self.earlier_code else {}),
         }
         _write_json_atomic(self.out_dir / SUMMARY, summary)
         return summary

@@ -139,3 +139,16 @@ def test_run_folders_written_before_the_new_keys_still_match():
     older = {k: v for k, v in config.to_dict().items() if k not in ("allocation", "init_from")}
     assert config.conflicts(older) == []
     assert load_config(None, {"family": "tt", "allocation": "energy"}).conflicts(older) == ["allocation"]
+
+
+def test_compress_summary_keeps_the_trainers_fields_and_validates_before_finetuning(dense_run, tmp_path):
+    source, _ = dense_run
+    out = tmp_path / "run"
+    assert main(["compress", str(source), "family=lowrank", "rank=0.5", "val_fraction=0.2", f"out={out}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    (last,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    shared = {k: v for k, v in last.items() if k not in ("epoch", "step", "lr")}  # train_*, val_*, test_*, …
+    assert {k: summary[k] for k in shared} == shared
+    assert {"code", "versions", "device", "threads", "world_size", "best_val_acc"} <= set(summary)
+    assert {"val_acc_before_finetune", "val_loss_before_finetune", "test_acc_before_finetune"} <= set(summary)
+    assert 0 <= summary["val_acc_before_finetune"] <= 1

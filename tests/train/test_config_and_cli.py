@@ -10,6 +10,7 @@ import pytest
 
 from tdecomp.cli import main
 from tdecomp.config import TrainConfig, load_config, parse_overrides
+from tdecomp.reg_policy import RegPolicy
 from tdecomp.train.schedule import lr_multiplier
 
 
@@ -72,7 +73,7 @@ def test_step_cosine_and_warmup_schedules():
 def test_default_config_is_the_papers_optimizer():
     cfg = TrainConfig()
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.batch_size, cfg.weight_decay) == ("sgd", 0.1, 0.9, 128, 1e-4)
-    assert cfg.milestones == [0.5, 0.75] and cfg.frobenius_coef == cfg.weight_decay
+    assert cfg.milestones == [0.5, 0.75] and RegPolicy.from_config(cfg).fd_coef == cfg.weight_decay
 
 
 def test_compile_modes_and_log_every():

@@ -47,7 +47,7 @@ def _expected(trainer, model, batch, reg: str) -> dict[str, torch.Tensor]:
         decayed = (p.ndim >= 2 and "bn" not in name and id(p) not in factor_ids) or (
             id(p) in factor_ids and reg == "wd")
         out[name] = p.detach() - LR * (g + (LAM * p.detach() if decayed else 0))
-    if not trainer.config.rebalances:
+    if not trainer.reg_policy.rebalances:
         return out
     stepped = copy.deepcopy(model)
     with torch.no_grad():
@@ -61,7 +61,7 @@ def _expected(trainer, model, batch, reg: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("reg", "rebalance"), [("fd", None), ("fd", False), ("wd", None)])
 def test_one_step_equals_sgd_on_the_regularized_objective(tmp_path, reg, rebalance, family):
     trainer, before, batch = _one_step(tmp_path, reg, family, rebalance)
-    assert trainer.config.rebalances == (reg == "fd" and rebalance is None)
+    assert trainer.reg_policy.rebalances == (reg == "fd" and rebalance is None)
     expected = _expected(trainer, before, batch, reg)
     after = dict(trainer.model.named_parameters())
     assert set(after) == set(expected)
