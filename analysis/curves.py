@@ -116,8 +116,9 @@ def learning_curves_figure(runs: Sequence[RunResult], keys: Sequence[str], panel
             _fit_to_means(ax, means.get(ax, []))
     axes[0, 0].set_ylabel("train loss (log scale)")
     axes[1, 0].set_ylabel(acc_label)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 2 * cols),
-               fontsize=8, frameon=False)
+    if handles:  # runs without per-epoch records (e.g. tdecomp compress) draw empty panels
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncol=min(len(handles), 2 * cols), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

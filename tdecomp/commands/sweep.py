@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="CONFIG | key=v1,v2,…",
         help="a YAML config (a path, or a packaged config's name such as compression_digits) followed by "
-        "key=value overrides and key=v1,v2,… axes; method=dense,random+WD,SI+WD,random+FD,SI+FD",
+        "key=value overrides and key=v1,v2,… axes; method=dense,kaiming+WD,SI+FD,SI+FD-norebal,… (any label "
+        "results tables give runs); family=all (every registered family)",
     )
     parser.add_argument("--root", default=None, help="sweep folder (default: runs/<config name>)")
     parser.add_argument("--metric", default="acc",

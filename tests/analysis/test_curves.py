@@ -72,6 +72,15 @@ def test_panels_rows_labels_and_mean_lines(tmp_path, validation):
         learning_curves_figure(runs, ("family", "method"), panel="model")
 
 
+def test_runs_without_curves_draw_empty_panels(tmp_path):
+    path = write_records(tmp_path / "r.jsonl", validation=False)
+    lines = path.read_text().splitlines()
+    path.write_text("".join(json.dumps({**json.loads(line), "curve": {}}) + "\n" for line in lines))
+    fig = learning_curves_figure(load_runs([path]), ("family", "method"))
+    assert len(fig.axes) == 4 and not fig.legends and not any(ax.get_lines() for ax in fig.axes)
+    plt.close(fig)
+
+
 def test_compare_curves_writes_the_figure(tmp_path, capsys):
     records = write_records(tmp_path / "r.jsonl", validation=True)
     assert main(["compare", str(records), "--by", "family,method,rank", "--out", str(tmp_path / "out"),
