@@ -153,10 +153,11 @@ def evaluate_contrasts(values: dict[tuple[str, ...], dict], keys: Sequence[str],
     the group keys, the contrast, its pairs (seeds), mean and 95% CI of the per-seed contrast, the paired-t
     p, the p adjusted by ``adjustment`` over every row (:func:`tdecomp.stats.adjust`), the exact sign-flip
     p (n ≤ 10) and ``resolved`` (adjusted p < 0.05). ``values``: :func:`seed_values`."""
-    other = [k for k in keys if k != "method"]
+    if not family:
+        return []
+    other, method = [k for k in keys if k != "method"], keys.index("method")
     rows = []
     for index, contrast in enumerate(family):
-        method = keys.index("method")
         groups = dict.fromkeys(tuple(v for k, v in zip(keys, key) if k != "method") for key in values
                                if key[method] in contrast.methods and key[method] != DENSE)
         for group in groups:
@@ -226,8 +227,8 @@ def aggregate(
                  for r in evaluate_contrasts(values, keys, family, adjustment)}
         for row in rows:
             diff = found.get((f"{row['method']} - {paired_vs}", *(row[k] for k in keys if k != "method")))
-            row.update(zip(PAIRED_FIELDS, (paired_vs, *(diff[k] if diff else None for k in PAIRED_FIELDS[1:]))))
-            row["pairs"] = row["pairs"] or 0
+            row.update({"paired_vs": paired_vs, **{k: diff[k] if diff else None for k in PAIRED_FIELDS[1:]},
+                        "pairs": diff["pairs"] if diff else 0})
     return sorted(rows, key=lambda r: tuple(_order(r[k]) for k in keys))
 
 

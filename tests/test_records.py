@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tdecomp.cli import main
+from tdecomp.commands.compare import default_out
 from tdecomp.config import TrainConfig
 from tdecomp.records import ALWAYS, RunResult, curve_of, load_runs, read_records, to_record, write_records
 from tdecomp.results import aggregate
@@ -77,6 +78,7 @@ def test_compare_prints_the_same_from_records_and_from_run_folders(tmp_path, cap
     assert main(["compare", str(root), str(records), "--by", "family,method,rank", "--out", str(tmp_path / "c")]) == 2
     assert "both seed" in capsys.readouterr().err
     assert len(load_runs([records, records])) == 9  # one file twice: each run once
+    assert default_out([str(records)]) == Path("comparisons") / "sweep"
 
 
 def test_a_row_pools_seeds_from_run_folders_and_records_files(tmp_path):

@@ -89,8 +89,9 @@ def process(path: Path, root: Path, check: bool) -> list[str]:
                 problems.append(f"{where}: figure {figure} is missing; run tdecomp docs-tables")
             pieces += [text[last:match.start("body")], body]
             last = match.end("body")
-    if not check and not problems:
-        path.write_text("".join([*pieces, text[last:]]))
+    rebuilt = "".join([*pieces, text[last:]])
+    if not check and not problems and rebuilt != text:
+        path.write_text(rebuilt)
     return problems
 
 
