@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tdecomp.results import FIGURE_AXES, PAIRED_FIELDS, ROW_STAT_FIELDS
 
-from .style import family_marker, method_colour
+from .style import family_marker, method_colour, save_figure
 
 # row fields that are statistics, not grouping keys (see tdecomp.results.aggregate)
 _STATS = (*ROW_STAT_FIELDS, *PAIRED_FIELDS)
@@ -133,13 +133,4 @@ def accuracy_vs_params_figure(rows: Sequence[dict], title: str = "", x: str = "p
 
 def plot_accuracy_vs_params(rows: Sequence[dict], path: Path, title: str = "", x: str = "params") -> list[Path]:
     """:func:`accuracy_vs_params_figure` written to ``path`` as PNG and PDF."""
-    import matplotlib.pyplot as plt
-
-    fig = accuracy_vs_params_figure(rows, title, x)
-    written = []
-    for suffix in (".png", ".pdf"):
-        target = path.with_suffix(suffix)
-        fig.savefig(target, dpi=150)
-        written.append(target)
-    plt.close(fig)
-    return written
+    return save_figure(accuracy_vs_params_figure(rows, title, x), path)

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from tdecomp.results import method_label
+from tdecomp.methods import method_label
 from tdecomp.run_files import CONFIG, DYNAMICS, METRICS
 
 from .dynamics import layer_series, read_dynamics

@@ -8,6 +8,9 @@ user's own family, a label such as ``norm-matched``) get the fallbacks, in first
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 METHOD_COLOURS: dict[str, str] = {
     "dense": "#000000",
     "SI+FD": "#0072B2",  # blue
@@ -31,9 +34,13 @@ _seen_families: list[str] = []
 
 
 def method_colour(method: str) -> str:
-    """The colour of ``method`` (``SI+FD``, …; a trailing ``norm-matched`` takes its own colour)."""
-    if method in METHOD_COLOURS:
-        return METHOD_COLOURS[method]
+    """The colour of ``method`` (``SI+FD``, …; a trailing ``norm-matched`` takes its own colour). An
+    official per-factor baseline init (``kaiming+WD``, ``fanout+FD``, …) takes random init's colour of
+    its regularizer: a table has one baseline init, drawn in the baseline's hue."""
+    init, plus, reg = method.partition("+")
+    baseline = f"random+{reg}" if plus and init not in ("SI", "random") else method
+    if baseline in METHOD_COLOURS:
+        return METHOD_COLOURS[baseline]
     if method.endswith("norm-matched"):
         return NORM_MATCHED_COLOUR
     if method not in _seen_methods:
@@ -48,3 +55,16 @@ def family_marker(family: str) -> str:
     if family not in _seen_families:
         _seen_families.append(family)
     return FALLBACK_MARKERS[_seen_families.index(family) % len(FALLBACK_MARKERS)]
+
+
+def save_figure(fig, path: Path, suffixes: Sequence[str] = (".png", ".pdf"), dpi: int = 150) -> list[Path]:
+    """``fig`` written as ``path`` with each of ``suffixes`` (all figures at ``dpi``), then closed."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for suffix in suffixes:
+        target = path.with_suffix(suffix)
+        fig.savefig(target, dpi=dpi)
+        written.append(target)
+    plt.close(fig)
+    return written

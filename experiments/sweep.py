@@ -8,11 +8,13 @@ override unless the key is already an axis of the YAML). The grid is the Cartesi
 axes, in the order they first appear (YAML, then command line). Dotted keys reach nested values
 (``model_kwargs.width=1,2``).
 
-``method`` is a pseudo-axis over the paper's init × reg variants, labelled exactly as
-:func:`tdecomp.results.method_label` labels finished runs: ``dense`` (family=dense), ``random+WD``
-(the low-rank baseline), ``SI+WD`` (+SI), ``random+FD`` (+FD), ``SI+FD``, and the ``…+none``
-variants. Dense jobs ignore ``rank``/``init``/``reg`` (they keep the base values), so a dense
-baseline appears once per combination of the other axes, not once per rank.
+``method`` is a pseudo-axis over every init × reg variant, labelled exactly as
+:func:`tdecomp.methods.method_label` labels finished runs (:data:`tdecomp.methods.METHODS`): ``dense``
+(family=dense), ``random+WD``, ``kaiming+WD`` (the official low-rank baseline), ``SI+WD``, ``SI+FD``,
+``SI+FD-norebal`` (FD without rebalancing), the ``…+CRS`` and ``…+none`` variants, and so on. Dense jobs
+ignore ``rank``/``init``/``reg``/``rebalance`` (they keep the base values), so a dense baseline appears
+once per combination of the other axes, not once per rank. ``family: all`` is every registered family
+(:func:`tdecomp.layers.available_families`; dense is the ``method=dense`` baseline).
 
 Job folders are ``ROOT/<name>`` with ``<name>`` built from the axis values, e.g.
 ``lowrank_SI+FD_rank-0.1_seed-0`` or ``dense_seed-0``: the same job always lands in the same
@@ -31,22 +33,15 @@ from typing import Any
 
 import yaml
 
-from tdecomp.config import CHOICES, TrainConfig, load_config
-from tdecomp.init import INIT_METHODS
-from tdecomp.results import DENSE_IRRELEVANT, method_label
+from tdecomp import dotted
+from tdecomp.config import TrainConfig, load_config
+from tdecomp.layers import available_families
+from tdecomp.methods import DENSE_IRRELEVANT, METHODS, method_label
 from tdecomp.train.checkpoint import LAST
 from tdecomp.train.runs import is_complete
 
 SWEEP_KEY = "sweep"
-# every generic init (spectral, random) × reg combination, keyed by the label results tables give
-# it; the official per-factor inits (kaiming-factors, fanout-factors) also label as "random" and
-# are set by init= in the paper configs, not by a method name
-METHODS: dict[str, dict[str, str]] = {"dense": {"family": "dense"}} | {
-    method_label({"family": "factorized", "init": init, "reg": reg}): {"init": init, "reg": reg}
-    for init in INIT_METHODS
-    for reg in CHOICES["reg"]
-}
-STATUSES = ("done", "partial", "new")
+ALL_FAMILIES = "all"  # ``family: all``: every registered family
 
 
 @dataclass(frozen=True)
@@ -98,17 +93,11 @@ def parse_items(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[An
     return fixed, axes
 
 
-def _set(values: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        values = values.setdefault(p, {})
-    values[leaf] = value
-
-
-def _get(values: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        values = values.get(part) if isinstance(values, dict) else None
-    return values
+def _axis(key: str, values: Any) -> list[Any]:
+    """An axis' values: a list as given, ``family: all`` every registered family, a scalar one value."""
+    if key == "family" and values == ALL_FAMILIES:
+        return list(available_families())
+    return list(values) if isinstance(values, list) else [values]
 
 
 def load_sweep(config: Path | str | None, items: Sequence[str] = (), root: Path | str | None = None) -> Sweep:
@@ -127,14 +116,16 @@ def load_sweep(config: Path | str | None, items: Sequence[str] = (), root: Path 
     if not all(isinstance(s, dict) for s in sections):
         raise ValueError(f"the {SWEEP_KEY!r} section of {config} must map keys to lists of values "
                          f"(or be a list of such mappings), got {section!r}")
-    grids = [{k: list(v) if isinstance(v, list) else [v] for k, v in s.items()} for s in sections]
+    grids = [{k: _axis(k, v) for k, v in s.items()} for s in sections]
     fixed, cli_axes = parse_items(items)
+    if fixed.get("family") == ALL_FAMILIES:  # family=all on the command line is an axis
+        cli_axes["family"] = _axis("family", fixed.pop("family"))
     for key, value in fixed.items():
         in_grid = [axes for axes in grids if key in axes]
         for axes in in_grid:  # a YAML axis narrowed on the command line stays an axis (stable names)
             axes[key] = [value]
         if not in_grid and key != "out":
-            _set(base, key, value)
+            dotted.put(base, key, value)
     for axes in grids:
         axes.update(cli_axes)
         for label in axes.get("method", ()):
@@ -160,7 +151,7 @@ def job_name(values: dict[str, Any], config: TrainConfig) -> str:
     if not dense and ("method" in values or "init" in values or "reg" in values):
         parts.append(method_label(config.to_dict()))
     skipped = {"family", "method", "init", "reg", *(DENSE_IRRELEVANT if dense else ())}
-    parts += [f"{key}-{_slug(_get(config.to_dict(), key))}" for key in values if key not in skipped]
+    parts += [f"{key}-{_slug(dotted.get(config.to_dict(), key))}" for key in values if key not in skipped]
     return "_".join(parts) or "run"
 
 
@@ -172,7 +163,7 @@ def expand(sweep: Sweep) -> list[Job]:
         merged = copy.deepcopy(sweep.base)
         for key, value in values.items():
             if key != "method":
-                _set(merged, key, value)
+                dotted.put(merged, key, value)
         merged.update(METHODS[values["method"]] if "method" in values else {})  # method=dense beats family
         if merged.get("family") == "dense":
             for key in DENSE_IRRELEVANT:

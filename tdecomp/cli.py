@@ -4,7 +4,7 @@ Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and `
 and keeps heavy imports (plotting, training) inside ``run`` so that every command starts fast; it
 may set ``parser.epilog`` to a function (called only for ``--help``) and define ``RESUME_ARGUMENT``,
 the argument that makes a rerun continue an interrupted one. Adding a command is one module and one
-name in :data:`COMMANDS`.
+name in :data:`COMMANDS` (a command ``a-b`` lives in module ``a_b``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("train", "compress", "demo", "sweep", "plot", "compare", "bench")
+COMMANDS = ("train", "compress", "demo", "sweep", "plot", "compare", "records", "docs-tables", "bench")
 
 
 def _available() -> dict[str, object]:
     found = {}
     for name in COMMANDS:
+        module = f"tdecomp.commands.{name.replace('-', '_')}"
         try:
-            found[name] = importlib.import_module(f"tdecomp.commands.{name}")
+            found[name] = importlib.import_module(module)
         except ModuleNotFoundError as err:
-            if err.name != f"tdecomp.commands.{name}":
+            if err.name != module:
                 raise
     return found
 

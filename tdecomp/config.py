@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from . import dotted
 from ._svd import SI_SOLVERS
 from ._validation import check_choice
 from .init import LAYER_INIT_METHODS
@@ -274,12 +275,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"override {pair!r} is not of the form key=value")
-        value = yaml.safe_load(raw) if raw != "" else ""
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        dotted.put(out, key, yaml.safe_load(raw) if raw != "" else "")
     return out
 
 

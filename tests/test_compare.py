@@ -15,7 +15,8 @@ import scipy.stats
 import yaml
 
 from tdecomp.cli import main
-from tdecomp.results import PAIRED_FIELDS, ROW_STAT_FIELDS, aggregate, load_runs
+from tdecomp.records import load_runs
+from tdecomp.results import PAIRED_FIELDS, ROW_STAT_FIELDS, aggregate
 from tdecomp.stats import estimate, paired_difference
 
 METHOD_SETTINGS = {"SI+FD": {"init": "spectral", "reg": "fd"}, "random+WD": {"init": "random", "reg": "wd"},

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 
+import yaml
 from PIL import Image
 
 from tdecomp.cli import main
+from tdecomp.commands.demo import DEMO_CONFIG
+from tdecomp.commands.paths import default_config
 from tdecomp.layers import available_families
 
 
@@ -23,3 +26,11 @@ def test_demo_writes_table_csv_and_figure(tmp_path, capsys):
     image = Image.open(out / "accuracy_vs_params.png")
     assert image.size[0] > 300 and len(set(image.convert("L").getdata())) > 10  # not blank
     assert main(["demo", "--out", str(out), "--seeds", "1", "--epochs", "1"]) == 0  # finished runs are reused
+    assert (out / "records.jsonl").is_file() and (out / "learning_curves.png").is_file()
+
+
+def test_the_demo_is_a_packaged_sweep_with_the_digits_recipe_and_the_registered_families():
+    demo = yaml.safe_load(default_config(DEMO_CONFIG).read_text())
+    sweep = demo.pop("sweep")
+    assert demo == yaml.safe_load(default_config("digits").read_text())  # one recipe
+    assert sweep == {"family": "all", "method": ["dense", "SI+FD", "random+WD"], "seed": [0, 1, 2]}

@@ -17,7 +17,7 @@ from tdecomp.cli import main
 from tdecomp.config import load_config
 from tdecomp.experiments.launchers import run_local, slurm_parameters, submit_slurm, torchrun_command
 from tdecomp.experiments.sweep import METHODS, expand, job_status, load_sweep, parse_items, table_keys
-from tdecomp.results import method_label
+from tdecomp.methods import method_label
 from tdecomp.train import Callback, train
 
 # a tiny but real training: quarter-width CNN on 128 digits, 1 epoch (about a second)
@@ -87,6 +87,16 @@ def test_command_line_axes_overrides_and_errors(tmp_path):
     assert table_keys(jobs) == ("family", "method", "model_kwargs.width", "rank")
 
 
+def test_family_all_is_every_registered_family(tmp_path):
+    from tdecomp.layers import available_families
+
+    path = write_yaml(tmp_path / "c.yaml", {**TINY, "sweep": {"family": "all", "method": ["dense", "SI+FD"]}})
+    jobs = expand(load_sweep(path, root=tmp_path / "root"))
+    assert [j.config.family for j in jobs] == ["dense", *available_families()]
+    jobs = expand(load_sweep(tiny_sweep(tmp_path), ["family=all"], tmp_path / "root"))
+    assert {j.config.family for j in jobs} == {"dense", *available_families()}
+
+
 # ---------------------------------------------------------------------------------- skip / resume
 class Crash(Callback):
     def on_epoch_end(self, trainer, record):
@@ -148,6 +158,12 @@ def test_sweep_runs_then_tabulates_and_reuses(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 runs trained" in out and "| lowrank | SI+FD |" in out and "| dense | dense |" in out
     assert {r["method"] for r in csv.DictReader(open(root / "results.csv"))} == {"dense", "SI+FD"}
+    records = [json.loads(line) for line in (root / "records.jsonl").read_text().splitlines()]
+    assert [r["run"] for r in records] == ["dense", "lowrank_SI+FD"]
+    assert [len(r["curve"]["epoch"]) for r in records] == [1, 1] and "train_loss" in records[0]["curve"]
+    assert (root / "learning_curves.png").is_file()
+    assert main(["compare", str(root / "records.jsonl"), "--by", "family,method", "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().out.split("\nwrote ")[0] in out  # the sweep's table is its records' table
     assert main(["sweep", str(path), "--root", str(root)]) == 0
     assert "0 runs trained, 2 reused" in capsys.readouterr().out
 
@@ -237,7 +253,7 @@ def test_compare_on_fake_runs(tmp_path, capsys):
     assert len(rows) == 3 and {r["method"] for r in rows} == {"dense", "SI+FD", "random+WD"}
     latex = (tmp_path / "out" / "comparison.tex").read_text()
     assert "random+WD & 0.1 & 83.00 & 3.00 & [" in latex and "\\bottomrule" in latex
-    pivot = (tmp_path / "out" / "comparison_pivot.md").read_text().splitlines()
+    pivot = (tmp_path / "out" / "comparison_by_rank.md").read_text().splitlines()
     assert pivot[0] == "| family | method | rank=0.1 |"
     assert f"| dense | dense | {cells([0.97, 0.99])[1]} |" in pivot
     assert f"| tt | SI+FD | {cells(accs['SI+FD'])[1]} |" in pivot

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="CONFIG | key=v1,v2,…",
         help="a YAML config (a path, or a packaged config's name such as compression_digits) followed by "
-        "key=value overrides and key=v1,v2,… axes; method=dense,random+WD,SI+WD,random+FD,SI+FD",
+        "key=value overrides and key=v1,v2,… axes; method=dense,kaiming+WD,SI+FD,SI+FD-norebal,… (any label "
+        "results tables give runs); family=all (every registered family)",
     )
     parser.add_argument("--root", default=None, help="sweep folder (default: runs/<config name>)")
     parser.add_argument("--metric", default="acc",
@@ -38,24 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-    import shlex
-    from collections import Counter
-
-    from tdecomp.analysis.compare import plot_accuracy_vs_params
-    from tdecomp.experiments.launchers import (
-        LAUNCHERS,
-        run_local,
-        run_torchrun,
-        slurm_parameters,
-        submit_slurm,
-        torchrun_command,
-    )
-    from tdecomp.experiments.sweep import expand, job_status, load_sweep, table_keys
+    from tdecomp.experiments.launchers import LAUNCHERS
+    from tdecomp.experiments.sweep import load_sweep
 
     from .._validation import check_choice
-    from ..results import aggregate, load_runs, to_markdown, to_pivot_markdown, write_tables
-    from ..run_files import SUMMARY
     from .paths import packaged_configs, resolve_config
 
     check_choice("launcher", args.launcher, LAUNCHERS)
@@ -65,43 +52,60 @@ def run(args: argparse.Namespace) -> int:
                          + ", ".join(packaged_configs()))
     config = resolve_config(items.pop(0))
     sweep = load_sweep(config, items, args.root)
+    slurm = None
+    if args.launcher == "slurm":
+        slurm = (args.partition, args.gpus, args.time, args.cpus, args.mem, args.parallel)
+    return execute(sweep, args.launcher, args.workers, args.threads, args.nproc, args.metric, args.dry_run, slurm)
+
+
+def execute(sweep, launcher: str = "local", workers: int = 1, threads: int = 1, nproc: int = 1, metric: str = "acc",
+            dry_run: bool = False, slurm: tuple | None = None, title: str = "") -> int:
+    """Run what is missing of ``sweep`` (a :class:`tdecomp.experiments.sweep.Sweep`), then write
+    ``ROOT/records.jsonl`` (every finished run) and the report (:func:`tdecomp.report.report`: tables,
+    pivot by rank, accuracy and learning-curve figures) in ``ROOT``; ``tdecomp demo`` runs its packaged
+    sweep through here. Returns the exit status (1 if a job failed)."""
+    import logging
+    import shlex
+    from collections import Counter
+
+    from tdecomp.experiments.launchers import run_local, run_torchrun, slurm_parameters, submit_slurm, torchrun_command
+    from tdecomp.experiments.sweep import expand, job_status, table_keys
+
+    from ..records import load_runs, write_records
+    from ..report import report
+    from ..run_files import RECORDS, SUMMARY
+
     jobs = expand(sweep)
     status = {job.name: job_status(job) for job in jobs}
     counts = Counter(status.values())
     print(f"{len(jobs)} jobs in {sweep.root}: {counts['done']} done, {counts['partial']} partial, {counts['new']} new")
-    if args.dry_run:
+    if dry_run:
         for job in jobs:
             line = f"  [{status[job.name]:>7}] {job.name}"
-            if args.launcher == "torchrun":
-                line += "\n    " + shlex.join(torchrun_command(job, args.nproc))
+            if launcher == "torchrun":
+                line += "\n    " + shlex.join(torchrun_command(job, nproc))
             print(line)
         return 0
     todo = [job for job in jobs if status[job.name] != "done"]
-    if args.launcher == "slurm":
-        params = slurm_parameters(sweep.root.name, args.partition, args.gpus, args.time, args.cpus, args.mem,
-                                  args.parallel)
+    if launcher == "slurm":
+        params = slurm_parameters(sweep.root.name, *slurm)
         submitted = submit_slurm(todo, sweep.root / "_submitit", params) if todo else []
         print(f"submitted {len(submitted)} jobs" + (f" (array {submitted[0].job_id.split('_')[0]})" if submitted
                                                      else "") + f"; logs in {sweep.root / '_submitit'}")
         return 0
     logging.getLogger("tdecomp").setLevel(logging.WARNING)  # one progress bar over runs, no per-epoch lines
-    if args.launcher == "torchrun":
-        outcome = run_torchrun(todo, args.nproc)
-    else:
-        outcome = run_local(todo, args.workers, args.threads)
+    outcome = run_torchrun(todo, nproc) if launcher == "torchrun" else run_local(todo, workers, threads)
     failed = {name: why for name, why in outcome.items() if why.startswith("failed")}
     for name, why in failed.items():
         print(f"  {name}: {why}")
+    finished = [job.out for job in jobs if (job.out / SUMMARY).exists()]
+    if not finished:
+        raise FileNotFoundError(f"no run of the sweep in {sweep.root} has finished")
+    records = write_records(load_runs(finished), sweep.root / RECORDS)
     keys = table_keys(jobs)
-    rows = aggregate(load_runs([job.out for job in jobs if (job.out / SUMMARY).exists()] or [sweep.root]),
-                     keys=keys, metric=args.metric)
-    paths = write_tables(rows, keys, sweep.root)
-    paths["figure"] = plot_accuracy_vs_params(rows, sweep.root / "accuracy_vs_params", title=sweep.root.name)[0]
-    print(to_markdown(rows, keys))
-    if "rank" in keys:  # the paper's layout: one column per parameter ratio
-        paths["pivot"] = sweep.root / "results_by_rank.md"
-        paths["pivot"].write_text(to_pivot_markdown(rows, keys, "rank"))
-        print(paths["pivot"].read_text())
+    result = report([records], keys, sweep.root, metric=metric, pivot="rank" if "rank" in keys else None,
+                    curves="family" if "family" in keys else None, title=title or sweep.root.name)
+    print(result.text)
     print(f"{len(outcome) - len(failed)} runs trained, {len(jobs) - len(todo)} reused, {len(failed)} failed; "
-          f"wrote {', '.join(map(str, paths.values()))}")
+          f"wrote {', '.join(map(str, [records, *result.paths.values()]))}")
     return 1 if failed else 0

@@ -131,7 +131,7 @@ def test_compare_plots_against_flops_and_tabulates_accuracy_before_finetuning(tm
     assert "| tt | uniform | 60.00 | 14.14 | [" in capsys.readouterr().out  # mean | std | 95% CI
     rows = {r["allocation"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
     assert float(rows["uniform"]["flops"]) == 210.0 and float(rows["energy"]["flops"]) == 150.0
-    assert (out / "comparison_accuracy_vs_flops.png").is_file()
+    assert (out / "accuracy_vs_flops.png").is_file()
 
 
 def test_run_folders_written_before_the_new_keys_still_match():

@@ -1,0 +1,63 @@
+"""Method labels: how a factorized run was initialized and regularized, as tables and sweeps name it.
+
+A label is ``INIT+REG`` (decision D of the project): the init label (``spectral`` → ``SI``, an official
+per-factor draw ``X-factors`` → ``X``, e.g. ``kaiming``; ``random`` stays) and the regularizer in
+capitals (``FD``, ``WD``, ``CRS``; ``none``), with the suffix ``-norebal`` for Frobenius decay with
+rebalancing switched off (``rebalance: false``). Dense runs are ``dense``. :data:`METHODS` maps every
+label to the config values that produce it (the sweep's ``method`` pseudo-axis), derived from the init
+and reg choice lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from .config import CHOICES, TrainConfig
+from .init import LAYER_INIT_METHODS
+
+DENSE = "dense"
+NO_REBALANCE = "-norebal"
+# config keys that mean nothing for a dense run: its rows read "—" there, and a sweep's dense job keeps
+# the base values of these keys whatever the method or rank axes say
+DENSE_IRRELEVANT = ("rank", "init", "reg", "rebalance")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ("family", "init", "reg")}
+
+
+def init_label(init: str) -> str:
+    """``SI`` for spectral init, ``kaiming`` for ``kaiming-factors`` (any ``X-factors`` → ``X``), else ``init``."""
+    return "SI" if init == "spectral" else init.removesuffix("-factors")
+
+
+def reg_label(reg: str) -> str:
+    """``FD``, ``WD``, ``CRS``; ``none`` stays lower case (no regularizer is not an acronym)."""
+    return reg if reg == "none" else reg.upper()
+
+
+def method_label(config: Mapping[str, Any]) -> str:
+    """``dense`` or ``INIT+REG`` (``SI+FD``, ``kaiming+WD``, ``SI+FD-norebal``, …) from a run's config;
+    absent keys take :class:`~tdecomp.config.TrainConfig`'s defaults."""
+    values = {**_DEFAULTS, **config}
+    if values["family"] == DENSE:
+        return DENSE
+    label = f"{init_label(values['init'])}+{reg_label(values['reg'])}"
+    return label + NO_REBALANCE if values["reg"] == "fd" and values.get("rebalance") is False else label
+
+
+def _settings(init: str, reg: str, rebalance: bool | None) -> dict[str, Any]:
+    """The config values of one method; FD fixes ``rebalance`` (null: on), the others leave it alone."""
+    return {"init": init, "reg": reg, **({"rebalance": rebalance} if reg == "fd" else {})}
+
+
+# the order of a table's methods: dense, then per regularizer (WD, CRS and none before FD, FD before its
+# -norebal ablation) the baseline inits before SI, as the paper's columns
+_INIT_ORDER = sorted(LAYER_INIT_METHODS, key=lambda init: init == "spectral")
+_REG_ORDER = sorted(CHOICES["reg"], key=lambda reg: reg == "fd")
+METHODS: dict[str, dict[str, Any]] = {DENSE: {"family": DENSE}} | {
+    method_label({"family": "factorized", **settings}): settings
+    for reg in _REG_ORDER
+    for rebalance in ((None, False) if reg == "fd" else (None,))
+    for settings in (_settings(init, reg, rebalance) for init in _INIT_ORDER)
+}
+METHOD_ORDER = tuple(METHODS)
