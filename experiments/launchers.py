@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdecomp.config import TrainConfig
+from tdecomp.config import TrainConfig, default_values
 from tdecomp.train.runs import is_complete
 
 from .sweep import Job
@@ -166,7 +166,7 @@ def torchrun_command(job: Job, nproc: int) -> list[str]:
     differs from :class:`TrainConfig`'s defaults, plus ``resume=true`` (skip/continue semantics)."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be an int ≥ 1, got {nproc!r}")
-    defaults = TrainConfig().to_dict()
+    defaults = default_values()
     values = {k: v for k, v in job.config.to_dict().items() if v != defaults[k] and k != "resume"}
     return ["torchrun", f"--nproc_per_node={nproc}", "-m", "tdecomp.cli", "train",
             *_override_items(values), "resume=true"]

@@ -222,7 +222,7 @@ class TrainConfig:
         or optimization (only :data:`RESUME_MAY_CHANGE` may differ, e.g. more ``epochs``)."""
         current = self.to_dict()
         # a key added after ``saved`` was written ran at its default (keys are added that way)
-        saved = {**TrainConfig().to_dict(), **saved}
+        saved = {**default_values(), **saved}
         return [k for k in current if k not in may_change and saved.get(k) != current[k]]
 
     @property
@@ -266,6 +266,13 @@ class TrainConfig:
 
     def to_yaml(self, path: Path | str) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def default_values() -> dict[str, Any]:
+    """:class:`TrainConfig`'s default values, without building (i.e. validating) one: what a key that a
+    saved config (an older run's config.yaml, a record) lacks ran at."""
+    return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(TrainConfig)}
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

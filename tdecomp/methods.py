@@ -10,19 +10,17 @@ and reg choice lists.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .config import CHOICES, TrainConfig
+from .config import CHOICES, default_values
 from .init import LAYER_INIT_METHODS
+from .reg_policy import RegPolicy
 
 DENSE = "dense"
-NO_REBALANCE = "-norebal"
 # config keys that mean nothing for a dense run: its rows read "—" there, and a sweep's dense job keeps
 # the base values of these keys whatever the method or rank axes say
 DENSE_IRRELEVANT = ("rank", "init", "reg", "rebalance")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ("family", "init", "reg")}
 
 
 def init_label(init: str) -> str:
@@ -30,19 +28,13 @@ def init_label(init: str) -> str:
     return "SI" if init == "spectral" else init.removesuffix("-factors")
 
 
-def reg_label(reg: str) -> str:
-    """``FD``, ``WD``, ``CRS``; ``none`` stays lower case (no regularizer is not an acronym)."""
-    return reg if reg == "none" else reg.upper()
-
-
 def method_label(config: Mapping[str, Any]) -> str:
     """``dense`` or ``INIT+REG`` (``SI+FD``, ``kaiming+WD``, ``SI+FD-norebal``, …) from a run's config;
     absent keys take :class:`~tdecomp.config.TrainConfig`'s defaults."""
-    values = {**_DEFAULTS, **config}
+    values = {**default_values(), **config}
     if values["family"] == DENSE:
         return DENSE
-    label = f"{init_label(values['init'])}+{reg_label(values['reg'])}"
-    return label + NO_REBALANCE if values["reg"] == "fd" and values.get("rebalance") is False else label
+    return f"{init_label(values['init'])}+{RegPolicy.from_config(values).reg_label()}"
 
 
 def _settings(init: str, reg: str, rebalance: bool | None) -> dict[str, Any]:

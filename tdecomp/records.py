@@ -16,7 +16,6 @@ config.yaml), so ``tdecomp compare docs/data/x.jsonl`` prints what ``tdecomp com
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import yaml
 
 from . import run_files
-from .config import TrainConfig
+from .config import default_values
 from .methods import method_label
 
 RECORDS_SUFFIX = ".jsonl"
@@ -58,12 +57,6 @@ class RunResult:
         return method_label(self.config)
 
 
-def config_defaults() -> dict[str, Any]:
-    """:class:`~tdecomp.config.TrainConfig`'s default values (without building, i.e. validating, one)."""
-    return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-            for f in dataclasses.fields(TrainConfig)}
-
-
 def _rounded(value: Any) -> Any:
     """A float to :data:`SIGNIFICANT_DIGITS` significant digits (ints, None, NaN and ±inf as they are)."""
     if isinstance(value, float) and math.isfinite(value):
@@ -83,14 +76,14 @@ def read_run(folder: Path, name: str) -> RunResult:
     saved = yaml.safe_load((folder / run_files.CONFIG).read_text()) or {}
     metrics = folder / run_files.METRICS
     epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.is_file() else []
-    return RunResult(name, str(folder), {**config_defaults(), **saved},
+    return RunResult(name, str(folder), {**default_values(), **saved},
                      json.loads((folder / run_files.SUMMARY).read_text()), curve_of(epochs))
 
 
 def to_record(run: RunResult) -> dict[str, Any]:
     """The record of ``run``: its name, config keys away from the defaults (and :data:`ALWAYS`; not
     :data:`BOOKKEEPING`), summary and curve."""
-    defaults = config_defaults()
+    defaults = default_values()
     config = {k: v for k, v in run.config.items()
               if k not in BOOKKEEPING and (k in ALWAYS or k not in defaults or v != defaults[k])}
     return {"run": run.name, "config": config, "summary": run.summary, "curve": run.curve}
@@ -99,7 +92,7 @@ def to_record(run: RunResult) -> dict[str, Any]:
 def read_records(path: Path) -> list[RunResult]:
     """The runs of a records file (one :func:`to_record` object per line)."""
     runs = []
-    defaults = config_defaults()
+    defaults = default_values()
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue

@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .config import TrainConfig
+from .config import TrainConfig, default_values
 from .regularize import frobenius_decay, param_groups
 
 NOREBAL = "-norebal"  # label suffix of FD runs with rebalancing switched off
@@ -52,7 +52,7 @@ class RegPolicy:
     def from_config(cls, config: TrainConfig | Mapping[str, Any]) -> RegPolicy:
         """From a :class:`TrainConfig` or a run's saved ``config.yaml`` mapping (missing keys: defaults)."""
         # a key added after a saved config was written ran at its default (as TrainConfig.conflicts)
-        values = config.to_dict() if isinstance(config, TrainConfig) else {**TrainConfig().to_dict(), **config}
+        values = config.to_dict() if isinstance(config, TrainConfig) else {**default_values(), **config}
         weight_decay = float(values["weight_decay"])
         fd_coef = values["fd_coef"]
         return cls(

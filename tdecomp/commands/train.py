@@ -25,12 +25,12 @@ def config_help() -> str:
 
     import yaml
 
-    from ..config import CHOICES, TrainConfig, registry_choices
+    from ..config import CHOICES, TrainConfig, default_values, registry_choices
     from ..surgery import TARGETS
     from .paths import packaged_configs
 
     choices = {**registry_choices(), **CHOICES, "targets": tuple(TARGETS)}
-    defaults = TrainConfig().to_dict()
+    defaults = default_values()
     lines = ["config keys (key=default, then the choices):"]
     for f in dataclasses.fields(TrainConfig):
         default = yaml.safe_dump(defaults[f.name], default_flow_style=True, width=1000).strip()
