@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from tdecomp.methods import DENSE
 from tdecomp.records import RunResult
-from tdecomp.results import METRICS, group_runs
+from tdecomp.results import VALIDATION, group_runs, metric_spec
 from tdecomp.stats import estimate
 
 from .style import family_marker, method_colour
@@ -74,7 +74,8 @@ def learning_curves_figure(runs: Sequence[RunResult], keys: Sequence[str], panel
     if panel is not None and panel not in keys:
         raise ValueError(f"curves panel key {panel!r} is not one of the row keys {list(keys)}")
     groups = group_runs(runs, keys)
-    label, scale = METRICS[metric]
+    metric = metric.removeprefix(VALIDATION)  # the validation curve is drawn whenever the runs have one
+    _, label, scale = metric_spec(metric)
     field = accuracy_field(runs, metric)
     acc_label = label.replace("test", field.split("_")[0], 1)
     rows = [(dict(zip(keys, key)), members) for key, members in groups.items()]

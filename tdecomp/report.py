@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import load_runs
-from .results import METRICS, aggregate, contrast_rows
+from .results import aggregate, contrast_rows, metric_spec
 from .tables import (
     paired_note,
     to_contrast_latex,
@@ -73,7 +73,7 @@ def report(
     if pivot:
         parts["pivot"] = to_pivot_markdown(rows, keys, pivot)
     if compared:
-        parts["contrasts"] = to_contrast_markdown(compared, group_keys, adjustment, METRICS[metric][0])
+        parts["contrasts"] = to_contrast_markdown(compared, group_keys, adjustment, metric_spec(metric)[1])
     shown = list(parts) if tables is None else list(tables)
     for name in shown:
         if name not in TABLES:

@@ -34,6 +34,18 @@ NOT_POOLED = frozenset({"seed", "data_dir", "norm_match", "init_from", *(RESUME_
 # headline metric → (column label, scale applied to summary["test_<metric>"])
 METRICS = {"acc": ("test acc (%)", 100.0), "bleu": ("test BLEU", 1.0), "ppl": ("test ppl", 1.0),
            "loss": ("test loss", 1.0), "acc_before_finetune": ("test acc before fine-tuning (%)", 100.0)}
+VALIDATION = "val_"  # a metric so prefixed reads the validation split: summary["val_<metric>"]
+
+
+def metric_spec(metric: str) -> tuple[str, str, float]:
+    """``(summary key, column label, scale)`` of a headline metric: one of :data:`METRICS` (the test
+    split, ``test_<metric>``) or ``val_`` + one of them (the validation split, for tuning)."""
+    check_choice("metric", metric, (*METRICS, *(VALIDATION + m for m in METRICS)))
+    base = metric.removeprefix(VALIDATION)
+    label, scale = METRICS[base]
+    if base != metric:
+        return metric, label.replace("test", "validation", 1), scale
+    return f"test_{metric}", label, scale
 
 # the fields aggregate adds to a row beside its grouping keys (statistics, not keys)
 ROW_STAT_FIELDS = ("metric", "metric_mean", "metric_std", "metric_low", "metric_high", "n", "params",
@@ -106,13 +118,12 @@ def group_runs(runs: Sequence[RunResult], keys: Sequence[str]) -> dict[tuple[str
 
 
 def seed_values(groups: dict[tuple[str, ...], list[RunResult]], metric: str) -> dict[tuple[str, ...], dict]:
-    """Row key → seed → the headline ``metric`` (``summary["test_<metric>"]`` × its :data:`METRICS` scale)."""
-    check_choice("metric", metric, tuple(METRICS))
-    scale = METRICS[metric][1]
-    missing = [r.source for members in groups.values() for r in members if f"test_{metric}" not in r.summary]
+    """Row key → seed → the headline ``metric`` (its summary key × its scale, :func:`metric_spec`)."""
+    name, _, scale = metric_spec(metric)
+    missing = [r.source for members in groups.values() for r in members if name not in r.summary]
     if missing:
-        raise ValueError(f"metric={metric!r}: runs without test_{metric} in summary.json: {', '.join(missing[:3])}")
-    return {key: {r.config.get("seed"): scale * r.summary[f"test_{metric}"] for r in members}
+        raise ValueError(f"metric={metric!r}: runs without {name} in summary.json: {', '.join(missing[:3])}")
+    return {key: {r.config.get("seed"): scale * r.summary[name] for r in members}
             for key, members in groups.items()}
 
 
@@ -199,7 +210,7 @@ def aggregate(
     _check_method_key(keys, paired_vs, contrasts)
     groups = group_runs(runs, keys)
     values = seed_values(groups, metric)
-    label = METRICS[metric][0]
+    label = metric_spec(metric)[1]
     rows = []
     for key, members in groups.items():
         stats = estimate(list(values[key].values()))

@@ -137,3 +137,15 @@ def test_default_output_is_a_folder_of_its_own(tmp_path, monkeypatch):
     assert main(["compare", str(root)]) == 0
     assert (tmp_path / "comparisons" / "sweep" / "comparison.md").is_file()
     assert sorted(p.name for p in root.iterdir()) == ["SI+FD-0.1-s0", "SI+FD-0.1-s1"]
+
+
+def test_val_metric_reads_the_validation_split(tmp_path):
+    """``metric="val_acc"`` tabulates summary["val_acc"] (tuning), never test_acc, under its own label."""
+    for seed, (val, test) in enumerate([(0.50, 0.90), (0.70, 0.10)]):
+        run = write_run(tmp_path, f"s{seed}", test, seed=seed, **METHOD_SETTINGS["SI+FD"])
+        summary = json.loads(run.joinpath("summary.json").read_text())
+        run.joinpath("summary.json").write_text(json.dumps({**summary, "val_acc": val}))
+    (row,) = aggregate(load_runs([tmp_path]), keys=("method",), metric="val_acc")
+    assert row["metric_mean"] == pytest.approx(60.0) and row["metric"] == "validation acc (%)"
+    with pytest.raises(ValueError, match="val_bleu"):
+        aggregate(load_runs([tmp_path]), keys=("method",), metric="val_bleu")

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "only in the seed",
     )
     parser.add_argument("--metric", default="acc",
-                        help="headline metric from summary.json: acc (%%), bleu, ppl or loss (default: acc)")
+                        help="headline metric from summary.json: acc (%%), bleu, ppl or loss (default: acc), on "
+                        "the test split; val_acc, val_loss, … read the validation split (for tuning)")
     parser.add_argument("--x", default="params", choices=tuple(FIGURE_AXES),
                         help="figure x axis: deployed parameters, parameters while training (overcomplete "
                         "layers at their factor count) or forward FLOPs per example (default: params)")
