@@ -35,8 +35,8 @@ from torch import Tensor
 
 from ._decompositions import cp_als
 from ._registry import Registry
-from .layers.base import FactorizedLayer, matricize
-from .layers.spec import DenseSpec
+from .layers.base import FactorizedLayer
+from .layers.spec import DenseSpec, matricize
 from .layers.tt import _tt_shape
 from .layers.tucker import TuckerLayer
 

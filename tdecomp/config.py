@@ -241,7 +241,7 @@ class TrainConfig:
     @property
     def factor_rank(self) -> float | int | tuple[int, ...]:
         """``rank`` as tdecomp.factorize expects it (lists become tuples; ``rank_scale`` wins)."""
-        from .layers.base import RankScale
+        from .layers.ranks import RankScale
 
         if self.rank_scale is not None:
             return RankScale(self.rank_scale)

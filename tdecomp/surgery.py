@@ -22,10 +22,13 @@ from ._budget import allocate
 from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
-from .layers.base import FactorizedLayer, Rank, RankScale, get_family, named_outermost
+from .layers.base import FactorizedLayer
 from .layers.embedding import FactorizedEmbedding
+from .layers.ranks import Rank, RankScale
+from .layers.registry import get_family
 from .layers.separable import SEPARABLE_FAMILIES, SeparableLayer
 from .layers.spec import CONV_TYPES, DenseSpec
+from .layers.walk import named_outermost
 
 log = logging.getLogger("tdecomp")
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import tdecomp
-from tdecomp.layers import base
+from tdecomp.layers import registry
 
 
 @pytest.mark.parametrize("family", ["svd", "Tucker", "", "tr"])
@@ -136,8 +136,8 @@ class _DenseFamily(tdecomp.FactorizedLayer):
 
 
 def test_a_fifth_family_is_one_class_and_one_registration(monkeypatch):
-    monkeypatch.setattr(base.FAMILIES, "_entries", dict(base.FAMILIES._entries))
-    base.register_family("dense_test")(_DenseFamily)
+    monkeypatch.setattr(registry.FAMILIES, "_entries", dict(registry.FAMILIES._entries))
+    registry.register_family("dense_test")(_DenseFamily)
     assert "dense_test" in tdecomp.available_families()
     conv = nn.Conv2d(3, 5, 3, stride=2, padding="valid").double()
     layer = tdecomp.factorize(conv, "dense_test", 2)
@@ -147,4 +147,4 @@ def test_a_fifth_family_is_one_class_and_one_registration(monkeypatch):
     tdecomp.factorize_model(model, "dense_test", 1, skip=(), progress=False)
     assert tdecomp.frobenius_decay(model) > 0
     with pytest.raises(ValueError, match="already registered"):
-        base.register_family("dense_test")(_DenseFamily)
+        registry.register_family("dense_test")(_DenseFamily)

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .._tltorch import pytorch_backend
-from ..layers.base import FAMILIES
+from ..layers.registry import FAMILIES
 from ..surgery import factorize
 from .timing import Stats, paired_ratio, time_interleaved
 

@@ -26,7 +26,7 @@ from torch import nn
 from .. import models
 from .._svd import si_solver
 from .._tltorch import pytorch_backend
-from ..layers.base import FAMILIES
+from ..layers.registry import FAMILIES
 from ..regularize import frobenius_decay
 from ..surgery import eligible_layers, factorize, factorize_model
 from .layers import TLTORCH_FAMILIES

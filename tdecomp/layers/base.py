@@ -1,171 +1,32 @@
-"""The one interface every factorized layer implements, and the family registry.
+"""The one interface every factorized layer implements.
 
-A family is one subclass of :class:`FactorizedLayer` registered with :func:`register_family`.
-It declares how ranks map to parameters (``_ranks_at_scale``, ``count_params``, ``max_ranks``)
-and how its factors reconstruct, convolve, decay and initialize; everything else — rank parsing
-and budgets, bias, the dense fallback forward, ``to_dense``, parameter counts — lives here once.
+A family is one subclass of :class:`FactorizedLayer` registered with
+:func:`~tdecomp.layers.registry.register_family`. It declares how ranks map to parameters
+(``_ranks_at_scale``, ``count_params``, ``max_ranks``) and how its factors reconstruct, convolve,
+decay and initialize; everything else — bias, the dense fallback forward, ``to_dense``, parameter
+counts — lives here once, with rank parsing in :mod:`.ranks` and the cost model in :mod:`.cost`.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from types import UnionType
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._budget import allocate
-from .._registry import Registry
 from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
-from . import choice
-from .spec import DenseSpec
+from . import choice, ranks
+from .cost import Cost, Grid, auto_choice, batch_and_grid, reconstructed_cost
+from .ranks import Rank
+from .spec import DenseSpec, matricize
+from .walk import call_with
 
-
-class RankScale(float):
-    """A rank given as the family's rank scale s rather than a parameter ratio, e.g.
-    ``factorize(conv, "lowrank", RankScale(1/3), rank_rule="paper")`` has r = round(c_out·k_h/3)
-    as microsoft/fnl_paper frob.py:143 does."""
-
-    __slots__ = ()
-
-
-Rank = int | float | Sequence[int]
 IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
-
-# Cost model of ``implementation="auto"`` (see :meth:`FactorizedLayer.choose_implementation`), in
-# multiply-accumulate (MAC) equivalents: an activation element stored for backward costs a write
-# now and reads in backward (memory-bound, ~MEMORY_COST MACs); a separate op costs dispatch,
-# allocation and a layout reorder in oneDNN/cuDNN (~OP_COST MACs). Calibrated on CPU with
-# ``tdecomp bench --suite layers``; they only matter near the break-even point.
-MEMORY_COST = 4
-OP_COST = 1 << 16
-
-FAMILIES: Registry[type[FactorizedLayer]] = Registry("family")
-
-
-def register_family(name: str):
-    """Class decorator registering a :class:`FactorizedLayer` subclass under ``name``.
-
-    A new family (e.g. tensor ring) is one file with ``@register_family("tr")`` on its class.
-    """
-
-    def decorator(cls: type[FactorizedLayer]) -> type[FactorizedLayer]:
-        FAMILIES.register(name)(cls)
-        cls.family = name
-        return cls
-
-    return decorator
-
-
-def available_families() -> tuple[str, ...]:
-    """Names of the registered families, sorted."""
-    return FAMILIES.names()
-
-
-def get_family(name: str) -> type[FactorizedLayer]:
-    """The layer class registered as ``name``; ``ValueError`` listing the valid names otherwise."""
-    return FAMILIES.get(name)
-
-
-def matricize(weight: Tensor, spec: DenseSpec) -> Tensor:
-    """The matrix W₍ₘₐₜ₎ = :meth:`DenseSpec.unfold` of a dense weight of shape ``spec.weight_shape``.
-
-    (c_out·k_h) × (c_in·k_w) for a 2-D kernel, W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w]; c_out × (c_in·k)
-    for a 1-D one (and a (1, k) 2-D one: size-1 axes are dropped first); (c_out·k_d) × (c_in·k_h·k_w)
-    for 3-D; a Linear or 1×1 weight is the c_out × c_in matrix. This is the matricization the
-    low-rank family factorizes, and the one whose singular values
-    :meth:`FactorizedLayer.singular_values` reports for every family (so spectra are comparable).
-    """
-    return spec.unfold(weight.reshape(spec.tensor_shape))
-
-
-class Cost(NamedTuple):
-    """Forward cost of one implementation of a layer, for the ``"auto"`` choice and benchmarks.
-
-    Per sample (an image for a conv, a row for a Linear): ``macs`` and stored ``activations``
-    (elements kept for backward). Per call: ``fixed_macs`` and ``fixed_memory`` (elements) of
-    building per-call weights (e.g. W itself), and the number of ``ops``.
-    """
-
-    macs: int
-    activations: int
-    fixed_macs: int
-    fixed_memory: int
-    ops: int
-
-    def total_macs(self, batch: int) -> int:
-        """Multiply-accumulates of one forward on ``batch`` samples: N·macs + fixed_macs."""
-        return batch * self.macs + self.fixed_macs
-
-    def total(self, batch: int) -> int:
-        """MAC equivalents N·(macs + κ_m·act) + fixed_macs + κ_m·fixed_memory + κ_op·ops."""
-        memory = batch * self.activations + self.fixed_memory
-        return self.total_macs(batch) + MEMORY_COST * memory + OP_COST * self.ops
-
-
-class Grid(NamedTuple):
-    """Spatial positions per sample that the stages of a forward see; all 1 for a Linear layer.
-
-    ``inputs`` and ``outputs`` are the sizes along the factor modes (:attr:`DenseSpec.factor_axes`)
-    of the input (including padding :meth:`DenseSpec.pad_input` applies up front) and of the dense
-    output; ``base`` is the number of positions along the size-1 kernel axes (their output sizes:
-    their stride is applied up front).
-    """
-
-    inputs: tuple[int, ...] = ()
-    outputs: tuple[int, ...] = ()
-    base: int = 1
-
-    def positions(self, done: Collection[int] = ()) -> int:
-        """Positions once the factor modes ``done`` (indices) are convolved: base·Π_{j∈done} out_j·Π_{j∉done} in_j."""
-        sizes = (o if j in done else i for j, (i, o) in enumerate(zip(self.inputs, self.outputs)))
-        return self.base * math.prod(sizes)
-
-    @property
-    def out(self) -> int:
-        """Output positions: base·Π_j out_j."""
-        return self.base * math.prod(self.outputs)
-
-
-def conv_grid(spec: DenseSpec, spatial: Sequence[int]) -> Grid:
-    """The :class:`Grid` of a conv on an input of spatial size ``spatial``; ``Grid()`` for a Linear.
-
-    Along each axis, out = ⌊(in + pad_before + pad_after − d(k − 1) − 1) / s⌋ + 1 (the dense output).
-    """
-    if not spec.is_conv:
-        return Grid()
-    inputs, outputs, base = [], [], 1
-    up_front = spec.pads_up_front
-    for size, k, s, d, (before, after) in zip(spatial, spec.kernel_size, spec.stride, spec.dilation, spec.pads):
-        out = (size + before + after - d * (k - 1) - 1) // s + 1
-        if k == 1:
-            base *= out
-            continue
-        inputs.append(size + before + after if up_front else size)
-        outputs.append(out)
-    return Grid(tuple(inputs), tuple(outputs), base)
-
-
-def _auto_choice(
-    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: Grid
-) -> str:
-    """``"factorized"`` or ``"reconstructed"``, whichever :class:`Cost` is lower (ties: factorized).
-
-    A pure function of shapes (never of weight values); plain Python, so ``torch.compile``
-    traces it to a constant.
-    """
-    try:
-        factorized = cls._factorized_cost(spec, rank, grid).total(batch)
-        reconstructed = cls._reconstructed_cost(spec, rank, grid).total(batch)
-    except NotImplementedError:
-        return "factorized"
-    return "factorized" if factorized <= reconstructed else "reconstructed"
 
 
 class Factorized(nn.Module, ABC):
@@ -197,35 +58,6 @@ class Factorized(nn.Module, ABC):
     def num_params(self) -> int:
         """Number of parameters the module holds (factors and bias)."""
         return sum(p.numel() for p in self.parameters())
-
-
-def named_outermost(
-    model: nn.Module, kinds: type | tuple[type, ...] | UnionType, remove_duplicate: bool = True
-) -> list[tuple[str, nn.Module]]:
-    """``(qualified name, module)`` of the modules of ``kinds`` in ``model`` that are not inside
-    another one of them (e.g. a separable block's TT layer is owned by the block), in
-    ``named_modules`` order; ``remove_duplicate`` as in :meth:`nn.Module.named_modules`."""
-    found: list[tuple[str, nn.Module]] = []
-    for name, module in model.named_modules(remove_duplicate=remove_duplicate):
-        # pre-order: the descendants of the last module found come right after it
-        if found and (found[-1][0] == "" or name.startswith(f"{found[-1][0]}.")):
-            continue
-        if isinstance(module, kinds):
-            found.append((name, module))
-    return found
-
-
-class MethodAsForward(nn.Module):
-    """``module.<method>()`` as a forward, so :func:`torch.func.functional_call` can swap the
-    module's parameters (keys ``"module.<name>"``), e.g. to evaluate W or ‖W‖²_F at other factors."""
-
-    def __init__(self, module: nn.Module, method: str) -> None:
-        super().__init__()
-        self.module = module
-        self.method = method
-
-    def forward(self) -> Tensor:
-        return getattr(self.module, self.method)()
 
 
 class FactorizedLayer(Factorized):
@@ -412,79 +244,12 @@ class FactorizedLayer(Factorized):
                 f"family {self.family!r}: the default inner() needs factors() to return its parameters "
                 f"and {len(mine)} replacements; override inner() instead"
             )
-        swap = {names[id(f)]: o for f, o in zip(mine, factors)}
-        return torch.func.functional_call(MethodAsForward(self, "reconstruct"),
-                                           {f"module.{n}": t for n, t in swap.items()}, ())
+        return call_with(self, "reconstruct", {names[id(f)]: o for f, o in zip(mine, factors)})
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def resolve_rank(cls, spec: DenseSpec, rank: Rank, **options: Any) -> tuple[int, ...]:
-        """Turn a user ``rank`` into explicit ranks.
-
-        - ``float``: target ratio of the factorized weight's parameters to the dense weight's
-          (as in tensorly-torch); the family's rank scale is bisected to the closest count.
-        - :class:`RankScale` ``s``: the family's ranks at rank scale s directly (unclamped).
-        - ``int``: the family's single rank (see each family).
-        - tuple of ints: one entry per :meth:`rank_names`.
-        Ranks above :meth:`max_ranks` carry no extra expressiveness and are clamped with a warning.
-        """
-        if isinstance(rank, bool):
-            raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
-        if isinstance(rank, float):
-            if isinstance(rank, RankScale):
-                if not math.isfinite(rank) or rank <= 0:
-                    raise ValueError(f"rank scale must be a positive number, got {float(rank)!r}")
-                return cls._ranks_at_scale(spec, float(rank), **options)
-            cls.check_ratio(rank)
-            (ranks,) = allocate(
-                [lambda s: cls._ranks_at_scale(spec, s, **options)],
-                lambda _, r: cls.count_params(spec, r, **options),
-                rank * spec.weight_numel,
-            )
-            return ranks
-        if isinstance(rank, int):
-            if rank <= 0:
-                raise ValueError(f"rank must be a positive int, got {rank!r}")
-            ranks = cls._ranks_from_int(spec, rank, **options)
-        elif isinstance(rank, Sequence) and not isinstance(rank, str):
-            names = cls.rank_names(spec)
-            if len(rank) != len(names):
-                raise ValueError(
-                    f"rank for family {cls.family!r} on a {spec.kind} layer must have "
-                    f"{len(names)} entries {names}, got {len(rank)}: {tuple(rank)!r}"
-                )
-            if not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rank):
-                raise ValueError(f"rank entries must be positive ints, got {tuple(rank)!r}")
-            ranks = tuple(rank)
-        else:
-            raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
-        return cls._clamp(spec, ranks, warn=True)
-
-    @classmethod
-    def _clamp(cls, spec: DenseSpec, ranks: Sequence[int], warn: bool = False) -> tuple[int, ...]:
-        limits = cls.max_ranks(spec)
-        clamped = cls._feasible(
-            spec, tuple(r if m is None else max(1, min(r, m)) for r, m in zip(ranks, limits))
-        )
-        if warn and clamped != tuple(ranks):
-            warnings.warn(
-                f"{cls.family} rank {tuple(ranks)} exceeds the maximum {limits} for weight shape "
-                f"{spec.weight_shape}; using {clamped}",
-                stacklevel=4,
-            )
-        return clamped
-
-    @classmethod
-    def check_ratio(cls, ratio: float) -> None:
-        """``ValueError`` unless ``ratio`` is a parameter ratio this family can hold: finite, > 0,
-        and ≤ 1 unless the family has an overcomplete form (otherwise its layers would be larger
-        than the dense ones and be reported at the dense size)."""
-        if not math.isfinite(ratio) or ratio <= 0:
-            raise ValueError(f"rank must be a positive parameter ratio, got {ratio!r}")
-        if ratio > 1 and not cls.has_overcomplete_form:
-            overcomplete = [n for n in available_families() if get_family(n).has_overcomplete_form]
-            raise ValueError(f"rank={ratio} exceeds the dense layer's parameters, and family {cls.family!r} has no "
-                             f"overcomplete form; use a ratio ≤ 1 (ratios > 1: {', '.join(overcomplete)})")
+    resolve_rank = classmethod(ranks.resolve_rank)
+    _clamp = classmethod(ranks.clamp)
+    check_ratio = classmethod(ranks.check_ratio)
 
     @classmethod
     def check_options(cls, options: Collection[str]) -> None:
@@ -555,17 +320,6 @@ class FactorizedLayer(Factorized):
             self.bias.uniform_(-bound, bound)
 
     # ------------------------------------------------------------------ cost model
-    @classmethod
-    def _reconstructed_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
-        """Build W once per call (``fixed_macs``; W is the ``fixed_memory``), then the dense op."""
-        macs = grid.out * spec.weight_numel
-        return Cost(macs, 0, cls._reconstruct_macs(spec, rank), spec.weight_numel, 2)
-
-    def _batch_and_grid(self, input_shape: Sequence[int]) -> tuple[int, Grid]:
-        """Samples N (all leading dims; an unbatched conv input is one) and :func:`conv_grid`."""
-        n = self.spec.n_spatial
-        return math.prod(input_shape[: -1 - n]), conv_grid(self.spec, input_shape[len(input_shape) - n :])
-
     def macs(self, input_shape: Sequence[int], implementation: str | None = None) -> int:
         """Multiply-accumulates of one forward on an input of ``input_shape`` (:meth:`Cost.total_macs`).
 
@@ -574,32 +328,20 @@ class FactorizedLayer(Factorized):
         """
         impl = self.choose_implementation(input_shape) if implementation is None else implementation
         check_choice("implementation", impl, IMPLEMENTATIONS[:2])
-        batch, grid = self._batch_and_grid(input_shape)
-        cost = self._factorized_cost if impl == "factorized" else self._reconstructed_cost
-        return cost(self.spec, self.rank, grid).total_macs(batch)
+        batch, grid = batch_and_grid(self.spec, input_shape)
+        cls = type(self)
+        cost = cls._factorized_cost(self.spec, self.rank, grid) if impl == "factorized" else reconstructed_cost(
+            cls, self.spec, self.rank, grid)
+        return cost.total_macs(batch)
 
     def choose_implementation(self, input_shape: Sequence[int]) -> str:
-        """The implementation :meth:`forward` runs on an input of ``input_shape``.
-
-        For ``"auto"``, the one with the lower forward cost (the backward pass costs ≈ 2× the
-        forward in both, so the choice holds for fwd+bwd):
-
-            factorized:    N·(Σ_stages MACs + κ_m·Σ_stages stored activations) + per-call kernel
-                           building (e.g. Tucker's G ×₃ U_h ×₄ U_w) + κ_op·#ops
-            reconstructed: N·P_out·numel(W) + MACs(reconstruct) + κ_m·numel(W) + 2κ_op
-
-        N = samples (batch × any extra leading dims), P_out = output positions per sample,
-        κ_m = ``MEMORY_COST``, κ_op = ``OP_COST``; each family's :meth:`_factorized_cost` counts
-        its stages on the grids they see (strides included, :class:`Grid`). Factorized wins for
-        ratios < 1 on all but tiny N·P_out; reconstructed wins for
-        e.g. overcomplete low-rank layers or batch-1 inference on small feature maps. The choice
-        depends on shapes only, never on weights, which change every step. On CUDA
-        :meth:`forward` measures instead (:mod:`tdecomp.layers.choice`).
-        """
+        """The implementation :meth:`forward` runs on an input of ``input_shape``: the fixed one, or
+        for ``"auto"`` the one with the lower forward cost (:func:`~tdecomp.layers.cost.auto_choice`).
+        On CUDA :meth:`forward` measures instead (:mod:`tdecomp.layers.choice`)."""
         if self.implementation != "auto":
             return self.implementation
-        batch, grid = self._batch_and_grid(input_shape)
-        return _auto_choice(type(self), self.spec, self.rank, batch, grid)
+        batch, grid = batch_and_grid(self.spec, input_shape)
+        return auto_choice(type(self), self.spec, self.rank, batch, grid)
 
     # ------------------------------------------------------------------ the interface
     def forward(self, x: Tensor) -> Tensor:

@@ -11,7 +11,9 @@ from torch import Tensor, nn
 
 from .._decompositions import _hadamard_grams, cp_als
 from .._tltorch import CPTensor
-from .base import Cost, FactorizedLayer, Grid, register_family
+from .base import FactorizedLayer
+from .cost import Cost, Grid
+from .registry import register_family
 from .spec import DenseSpec
 
 
@@ -159,7 +161,7 @@ class CPLayer(FactorizedLayer):
 
     def singular_values(self) -> Tensor:
         """W₍ₘₐₜ₎ = (A_out ⊙ A_rows) diag(λ) (A_in ⊙ A_cols)ᵀ (⊙: Khatri–Rao over the row and column
-        modes of :func:`~tdecomp.layers.base.matricize`, e.g. A_h and A_w); QR of the two Khatri–Rao
+        modes of :func:`~tdecomp.layers.spec.matricize`, e.g. A_h and A_w); QR of the two Khatri–Rao
         products, then the SVD of an R × R matrix. O((m + n) R² + R³) for W₍ₘₐₜ₎ (m, n)."""
         a_out, a_in, *spatial = self.weight.factors
         p = self.spec.n_row_modes

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS
-from .base import Rank
 from .lowrank import LowRankLayer
+from .ranks import Rank
 from .spec import DenseSpec
 
 

@@ -12,8 +12,10 @@ from torch import Tensor, nn
 from .._svd import truncated_svd
 from .._validation import check_choice
 from ..init import balanced_std
-from .base import Cost, FactorizedLayer, Grid, matricize, register_family
-from .spec import DenseSpec
+from .base import FactorizedLayer
+from .cost import Cost, Grid
+from .registry import register_family
+from .spec import DenseSpec, matricize
 
 # how a layer with rank r > k = min(m, n) (or, for "deep", any r) is built; see LowRankLayer
 OVERCOMPLETE_MODES = ("balanced", "wide", "deep")
@@ -47,7 +49,7 @@ class LowRankLayer(FactorizedLayer):
     """W = U Vᵀ with U: (m, r), V: (n, r); for r > min(m, n) the overcomplete W = U M Vᵀ.
 
     A Linear weight is the matrix itself (m = c_out, n = c_in). A conv kernel is matricized by
-    :func:`~tdecomp.layers.base.matricize`: (c_out·k_h) × (c_in·k_w) with W₍ₘₐₜ₎[(o, h), (i, w)] =
+    :func:`~tdecomp.layers.spec.matricize`: (c_out·k_h) × (c_in·k_w) with W₍ₘₐₜ₎[(o, h), (i, w)] =
     W[o, i, h, w] for a 2-D kernel, c_out × (c_in·k) for a 1-D (or (1, k)) kernel, c_out × c_in for
     1×1, (c_out·k_d) × (c_in·k_h·k_w) for 3-D. The forward is a conv over the column modes
     (1×k_w; k; k_h×k_w) c_in → r, then one over the row modes (k_h×1; a 1-tap mix; k_d) r → c_out;

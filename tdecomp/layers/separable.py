@@ -27,7 +27,9 @@ from torch import Tensor, nn
 
 from .._budget import allocate
 from .._validation import check_choice
-from .base import Factorized, FactorizedLayer, RankScale, get_family
+from .base import Factorized, FactorizedLayer
+from .ranks import RankScale
+from .registry import get_family
 from .spec import CONV_TYPES, DenseSpec
 
 ORDER = 3  # blocks.py:264-273 passes dimensions=3 to TensorTrain/Tucker

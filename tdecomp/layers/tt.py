@@ -13,7 +13,9 @@ from torch import Tensor, nn
 from .._decompositions import tt_svd
 from .._tltorch import TTTensor
 from ..init import balance_norms
-from .base import MEMORY_COST, Cost, FactorizedLayer, Grid, register_family
+from .base import FactorizedLayer
+from .cost import MEMORY_COST, Cost, Grid
+from .registry import register_family
 from .spec import DenseSpec
 
 

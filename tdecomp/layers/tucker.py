@@ -12,7 +12,9 @@ from torch import Tensor, nn
 from .._decompositions import tucker_hooi
 from .._tltorch import TuckerTensor
 from ..init import balance_norms
-from .base import Cost, FactorizedLayer, Grid, register_family
+from .base import FactorizedLayer
+from .cost import Cost, Grid
+from .registry import register_family
 from .spec import DenseSpec
 
 

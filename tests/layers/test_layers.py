@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 import tdecomp
+from tdecomp.layers.walk import call_with
 from tests.helpers import (
     BUILTIN_FAMILIES,
     DENSE_CASES,
@@ -60,23 +61,12 @@ def test_frobenius_sq_and_its_gradient_equal_brute_force(family, case):
         assert_rel_close(a, b, 1e-10, f"{family} d‖W‖²/dfactor")
 
 
-class _FrobeniusOf(nn.Module):
-    """Makes ``layer.frobenius_sq()`` the forward, so functional_call can swap the factors."""
-
-    def __init__(self, layer: tdecomp.FactorizedLayer) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self) -> torch.Tensor:
-        return self.layer.frobenius_sq()
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_frobenius_sq_gradient_matches_finite_differences(family):
-    wrapper = _FrobeniusOf(tdecomp.factorize(nn.Conv2d(3, 4, 3).double(), family, 2))
-    names = [n for n, _ in wrapper.named_parameters() if not n.endswith("bias")]
-    factors = tuple(p.detach().clone().requires_grad_() for n, p in wrapper.named_parameters() if n in names)
-    assert torch.autograd.gradcheck(lambda *fs: functional_call(wrapper, dict(zip(names, fs)), ()), factors)
+    layer = tdecomp.factorize(nn.Conv2d(3, 4, 3).double(), family, 2)
+    names = [n for n, _ in layer.named_parameters() if not n.endswith("bias")]
+    factors = tuple(p.detach().clone().requires_grad_() for n, p in layer.named_parameters() if n in names)
+    assert torch.autograd.gradcheck(lambda *fs: call_with(layer, "frobenius_sq", dict(zip(names, fs))), factors)
 
 
 def _tensorly_reconstruction(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
