@@ -38,7 +38,6 @@ from ._registry import Registry
 from .layers.base import FactorizedLayer
 from .layers.spec import DenseSpec, matricize
 from .layers.tt import _tt_shape
-from .layers.tucker import TuckerLayer
 
 RanksAt = Callable[[float], tuple[int, ...]]
 AllocationRule = Callable[[type[FactorizedLayer], DenseSpec, Tensor, dict[str, Any]], RanksAt]
@@ -130,7 +129,7 @@ def energy_curves(family: str, spec: DenseSpec, weight: Tensor, options: dict[st
     if family == "lowrank":
         return [svd_curve(matricize(weight, spec))]
     if family == "tucker":
-        fixed = TuckerLayer._fixed_spatial(spec, options.get("fixed_spatial"))
+        fixed = options.get("fixed_spatial", True)
         return [
             None if fixed and k >= 2 else svd_curve(tensor.movedim(k, 0).reshape(n, -1))
             for k, n in enumerate(spec.tensor_shape)

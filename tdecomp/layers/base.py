@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +22,7 @@ from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
 from . import choice, ranks
 from .cost import Cost, Grid, auto_choice, batch_and_grid, reconstructed_cost
+from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
 from .spec import DenseSpec, matricize
 from .walk import call_with
@@ -66,6 +67,7 @@ class FactorizedLayer(Factorized):
     Args:
         spec: geometry of the dense layer it replaces (:class:`DenseSpec`).
         rank: explicit ranks in the family's own terms (see :meth:`resolve_rank`).
+        **options: the family's :attr:`options` (held, defaults filled in, as ``family_options``).
         implementation: ``"factorized"`` convolves/multiplies by the factors in sequence;
             ``"reconstructed"`` builds W and runs the dense op (cheaper for tiny batches or
             ranks near full); ``"auto"`` (default) picks one per call by :meth:`choose_implementation`.
@@ -79,9 +81,9 @@ class FactorizedLayer(Factorized):
     """
 
     family: ClassVar[str]
-    # keyword options of :meth:`from_dense` beyond ``init``/``implementation`` (e.g. Tucker's
-    # ``fixed_spatial``); anything else is rejected by :meth:`check_options`
-    accepted_options: ClassVar[tuple[str, ...]] = ()
+    # the family's keyword options (e.g. Tucker's ``fixed_spatial``): taken by the constructor,
+    # :meth:`from_dense` and every rank/cost classmethod; anything else is rejected by :meth:`check_options`
+    options: ClassVar[tuple[FamilyOption, ...]] = ()
     # whether a parameter ratio above 1 has a meaning (low rank's overcomplete U M Vᵀ)
     has_overcomplete_form: ClassVar[bool] = False
 
@@ -93,9 +95,11 @@ class FactorizedLayer(Factorized):
         implementation: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         self.spec = spec
+        self.family_options = self.resolve_options(options)  # every option, defaults filled in
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
         self._choices: dict[tuple, str] = {}  # (input shape, dtype, device) → implementation
         self._build(tuple(rank), {"device": device, "dtype": dtype})
@@ -252,13 +256,16 @@ class FactorizedLayer(Factorized):
     check_ratio = classmethod(ranks.check_ratio)
 
     @classmethod
-    def check_options(cls, options: Collection[str]) -> None:
-        """``TypeError`` naming any option this family does not accept (a typo would be ignored)."""
-        unknown = sorted(set(options) - {"implementation", *cls.accepted_options})
-        if unknown:
-            accepted = ", ".join(["implementation", *cls.accepted_options])
-            raise TypeError(f"family {cls.family!r} got unknown option(s) {', '.join(unknown)}; "
-                            f"it accepts: {accepted}")
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """``TypeError`` naming any option this family does not declare (a typo would be ignored),
+        ``ValueError`` for a value of the wrong type or outside the option's choices."""
+        check_options(cls.family, cls.options, options, extra=("implementation",))
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option of the family: ``options`` (checked) where given, the defaults elsewhere."""
+        check_options(cls.family, cls.options, options)
+        return with_defaults(cls.options, options)
 
     @classmethod
     def from_dense(
@@ -272,6 +279,7 @@ class FactorizedLayer(Factorized):
         """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`."""
         check_choice("init", init, LAYER_INIT_METHODS)
         cls.check_options(options)
+        options = cls.resolve_options(options)
         spec = DenseSpec.from_module(module)
         weight = module.weight.detach()
         layer = cls(
@@ -280,7 +288,7 @@ class FactorizedLayer(Factorized):
             implementation=implementation,
             device=weight.device,
             dtype=weight.dtype,
-            **cls._init_options(**options),
+            **options,
         )
         if init == "spectral":
             layer.init_spectral(weight)
@@ -292,11 +300,6 @@ class FactorizedLayer(Factorized):
             with torch.no_grad():
                 layer.bias.copy_(module.bias)
         return layer
-
-    @classmethod
-    def _init_options(cls, **options: Any) -> dict[str, Any]:
-        """The family options its constructor takes (default: none; they only shape the ranks)."""
-        return {}
 
     def init_factors(self, kind: str) -> None:
         """Per-factor draws :data:`~tdecomp.init.FACTOR_INITS` (defined by the low-rank family)."""

@@ -10,18 +10,23 @@ import torch
 from torch import Tensor, nn
 
 from .._svd import truncated_svd
-from .._validation import check_choice
 from ..init import balanced_std
 from .base import FactorizedLayer
 from .cost import Cost, Grid
+from .options import FamilyOption
 from .registry import register_family
 from .spec import DenseSpec, matricize
 
 # how a layer with rank r > k = min(m, n) (or, for "deep", any r) is built; see LowRankLayer
-OVERCOMPLETE_MODES = ("balanced", "wide", "deep")
+OVERCOMPLETE = FamilyOption(
+    "overcomplete", str, "balanced", "how a rank r > min(m, n) is built: balanced U M Vᵀ (exact SI), wide "
+    "2-factor U Vᵀ (SI zero-pads; the official code), deep U M Vᵀ at every r (M = I; the official --square)",
+    ("balanced", "wide", "deep"))
 # rank from rank scale s: "min" r = s·min(m, n); "paper" (microsoft/fnl_paper frob.py:101,143)
 # r = s·c_out·k_h for a conv, s·min(m, n) for a Linear
-RANK_RULES = ("min", "paper")
+RANK_RULE = FamilyOption(
+    "rank_rule", str, "min", "rank from a rank scale s: min r = s·min(m, n); paper r = s·c_out·k_h for a conv "
+    "(the official frob.py:143), s·min(m, n) for a Linear", ("min", "paper"))
 
 
 def balanced_svd(matrix: Tensor, r: int) -> tuple[Tensor, Tensor]:
@@ -59,7 +64,7 @@ class LowRankLayer(FactorizedLayer):
     Rank: an int r, a tuple ``(r,)``, or a float parameter ratio (ratios above what r = min(m, n)
     needs give the overcomplete form, the paper's "knowledge distillation without a teacher").
 
-    Option ``overcomplete`` (:data:`OVERCOMPLETE_MODES`) says how r > k = min(m, n) is built:
+    Option ``overcomplete`` (:data:`OVERCOMPLETE`) says how r > k = min(m, n) is built:
 
     - ``"balanced"`` (default): U M Vᵀ with a r×r middle factor for r > k, balanced SI (below);
     - ``"wide"``: 2-factor U Vᵀ with r columns (the official code, frob.py:102-108); SI fills
@@ -68,7 +73,7 @@ class LowRankLayer(FactorizedLayer):
     - ``"deep"``: U M Vᵀ for every r, including r = k (the official ``--square``, frob.py:156),
       with M = I and the SI (zero-padded) √Σ-scaled outer factors.
 
-    Option ``rank_rule`` (:data:`RANK_RULES`) maps a rank scale s to r.
+    Option ``rank_rule`` (:data:`RANK_RULE`) maps a rank scale s to r.
 
     Training with Frobenius decay: U Vᵀ trains with plain FD as in the paper; the overcomplete
     U M Vᵀ has three factors, and :func:`tdecomp.rebalance` (called after each optimizer step,
@@ -76,16 +81,12 @@ class LowRankLayer(FactorizedLayer):
     """
 
     has_overcomplete_form = True
-    accepted_options = ("overcomplete", "rank_rule")
+    options = (OVERCOMPLETE, RANK_RULE)
 
-    def __init__(self, spec: DenseSpec, rank: Sequence[int], *, overcomplete: str = "balanced",
-                 **kwargs: Any) -> None:
-        self.mode = check_choice("overcomplete", overcomplete, OVERCOMPLETE_MODES)
-        super().__init__(spec, rank, **kwargs)
-
-    @classmethod
-    def _init_options(cls, overcomplete: str = "balanced", **options: Any) -> dict[str, Any]:
-        return {"overcomplete": overcomplete}
+    @property
+    def mode(self) -> str:
+        """The ``overcomplete`` option this layer was built with."""
+        return self.family_options[OVERCOMPLETE.name]
 
     @staticmethod
     def has_middle(mode: str, r: int, k: int) -> bool:
@@ -106,11 +107,11 @@ class LowRankLayer(FactorizedLayer):
 
     @classmethod
     def _ranks_at_scale(
-        cls, spec: DenseSpec, scale: float, rank_rule: str = "min", **options: Any
+        cls, spec: DenseSpec, scale: float, rank_rule: str = RANK_RULE.default, **options: Any
     ) -> tuple[int, ...]:
         """r = max(1, round(s·d)); d = min(m, n), or under ``"paper"`` d = c_out·k_h for a conv (k_h its
         first kernel axis, size 1 included: frob.py's (c_out·k_h) × (c_in·k_w) matrix, not ours)."""
-        check_choice("rank_rule", rank_rule, RANK_RULES)
+        RANK_RULE.check(rank_rule, cls.family)
         base = spec.out_channels * spec.kernel_size[0] if rank_rule == "paper" and spec.is_conv else min(
             cls._dims(spec))
         return (max(1, round(scale * base)),)
@@ -120,7 +121,7 @@ class LowRankLayer(FactorizedLayer):
         return (rank,)
 
     @classmethod
-    def count_params(cls, spec: DenseSpec, rank, overcomplete: str = "balanced", **options: Any) -> int:
+    def count_params(cls, spec: DenseSpec, rank, overcomplete: str = OVERCOMPLETE.default, **options: Any) -> int:
         (r,) = rank
         m, n = cls._dims(spec)
         return r * (m + n) + (r * r if cls.has_middle(overcomplete, r, min(m, n)) else 0)

@@ -14,8 +14,13 @@ from .._tltorch import TuckerTensor
 from ..init import balance_norms
 from .base import FactorizedLayer
 from .cost import Cost, Grid
+from .options import FamilyOption
 from .registry import register_family
 from .spec import DenseSpec
+
+FIXED_SPATIAL = FamilyOption(
+    "fixed_spatial", bool, True, "keep the kernel modes at full rank, so a ratio spends the budget on channels "
+    "(false: scale them like the channels, as tensorly-torch's float rank)")
 
 
 def _mode_products(core: Tensor, matrices: list[Tensor]) -> Tensor:
@@ -61,11 +66,7 @@ class TuckerLayer(FactorizedLayer):
     (``docs/dynamics.md``).
     """
 
-    accepted_options = ("fixed_spatial",)
-
-    @staticmethod
-    def _fixed_spatial(spec: DenseSpec, fixed_spatial: bool | None) -> bool:
-        return True if fixed_spatial is None else bool(fixed_spatial)
+    options = (FIXED_SPATIAL,)
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
@@ -90,19 +91,17 @@ class TuckerLayer(FactorizedLayer):
 
     @classmethod
     def _ranks_at_scale(
-        cls, spec: DenseSpec, scale: float, fixed_spatial: bool | None = None, **options: Any
+        cls, spec: DenseSpec, scale: float, fixed_spatial: bool = FIXED_SPATIAL.default, **options: Any
     ) -> tuple[int, ...]:
-        fixed = cls._fixed_spatial(spec, fixed_spatial)
         ranks = [round(scale * n) for n in spec.tensor_shape[:2]]
-        ranks += [k if fixed else round(scale * k) for k in spec.factor_kernel]
+        ranks += [k if fixed_spatial else round(scale * k) for k in spec.factor_kernel]
         return cls._clamp(spec, ranks)
 
     @classmethod
     def _ranks_from_int(
-        cls, spec: DenseSpec, rank: int, fixed_spatial: bool | None = None, **options: Any
+        cls, spec: DenseSpec, rank: int, fixed_spatial: bool = FIXED_SPATIAL.default, **options: Any
     ) -> tuple[int, ...]:
-        fixed = cls._fixed_spatial(spec, fixed_spatial)
-        return (rank, rank, *(k if fixed else rank for k in spec.factor_kernel))
+        return (rank, rank, *(k if fixed_spatial else rank for k in spec.factor_kernel))
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:

@@ -121,7 +121,7 @@ def test_wide_si_keeps_the_extra_columns_exactly_zero_and_kaiming_moves_them():
 def test_each_overcomplete_mode_trains_on_digits(tmp_path, mode):
     cfg = load_config(None, dict(model="cnn", model_kwargs={"width": 0.5}, data="digits", subset=256,
                                  batch_size=64, epochs=3, lr=0.05, family="lowrank", rank_scale=1.5,
-                                 rank_rule="paper", overcomplete=mode, init="spectral", reg="fd",
+                                 family_options={"rank_rule": "paper", "overcomplete": mode}, init="spectral", reg="fd",
                                  progress=False, out=str(tmp_path / mode)))
     summary = train(cfg)
     records = [line for line in (tmp_path / mode / "metrics.jsonl").read_text().splitlines() if line]
