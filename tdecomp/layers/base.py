@@ -191,13 +191,14 @@ class FactorizedLayer(Factorized):
     # ------------------------------------------------------------------ cost model (optional)
     # A family without these still works: ``"auto"`` then always runs ``"factorized"``.
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
-        """:class:`Cost` of :meth:`_forward_factorized` on one sample of spatial ``grid`` (:func:`conv_grid`)."""
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:
+        """:class:`Cost` of :meth:`_forward_factorized` on one sample of spatial ``grid``
+        (:func:`~tdecomp.layers.cost.conv_grid`) for a layer with these ranks and family ``options``."""
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
-        """MACs of one :meth:`reconstruct` call."""
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], **options: Any) -> int:
+        """MACs of one :meth:`reconstruct` call of a layer with these ranks and family ``options``."""
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
 
     # ------------------------------------------------------------------ dynamics (analysis/)
@@ -332,10 +333,10 @@ class FactorizedLayer(Factorized):
         impl = self.choose_implementation(input_shape) if implementation is None else implementation
         check_choice("implementation", impl, IMPLEMENTATIONS[:2])
         batch, grid = batch_and_grid(self.spec, input_shape)
-        cls = type(self)
-        cost = cls._factorized_cost(self.spec, self.rank, grid) if impl == "factorized" else reconstructed_cost(
-            cls, self.spec, self.rank, grid)
-        return cost.total_macs(batch)
+        cls, options = type(self), self.family_options
+        if impl == "factorized":
+            return cls._factorized_cost(self.spec, self.rank, grid, **options).total_macs(batch)
+        return reconstructed_cost(cls, self.spec, self.rank, grid, options).total_macs(batch)
 
     def choose_implementation(self, input_shape: Sequence[int]) -> str:
         """The implementation :meth:`forward` runs on an input of ``input_shape``: the fixed one, or
@@ -344,7 +345,7 @@ class FactorizedLayer(Factorized):
         if self.implementation != "auto":
             return self.implementation
         batch, grid = batch_and_grid(self.spec, input_shape)
-        return auto_choice(type(self), self.spec, self.rank, batch, grid)
+        return auto_choice(type(self), self.spec, self.rank, batch, grid, self.family_options)
 
     # ------------------------------------------------------------------ the interface
     def forward(self, x: Tensor) -> Tensor:
@@ -363,7 +364,7 @@ class FactorizedLayer(Factorized):
         if cached is not None:
             return cached
         if x.device.type in choice.MEASURED_DEVICES and not torch.compiler.is_compiling():
-            geometry = (type(self), self.spec, self.rank, *key)
+            geometry = (type(self), self.spec, self.rank, tuple(self.family_options.items()), *key)
             params = [p for p in self.parameters() if p.requires_grad]
             chosen = choice.measure(geometry, self._run, x, params)
         else:

@@ -1,7 +1,8 @@
 """The shape cost model of a factorized layer's forward: what ``implementation="auto"`` compares and
 what the benchmarks' FLOP columns report.
 
-Each family counts its own stages (``_factorized_cost``, ``_reconstruct_macs``); this module holds
+Each family counts its own stages (``_factorized_cost``, ``_reconstruct_macs``, functions of the
+dense geometry, the ranks and the family options); this module holds
 the units (:class:`Cost`), the spatial positions each stage sees (:class:`Grid`, :func:`conv_grid`)
 and the rule that compares the two implementations (:func:`auto_choice`).
 """
@@ -9,8 +10,8 @@ and the rule that compares the two implementations (:func:`auto_choice`).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .spec import DenseSpec
 
@@ -99,14 +100,17 @@ def batch_and_grid(spec: DenseSpec, input_shape: Sequence[int]) -> tuple[int, Gr
     return math.prod(input_shape[: -1 - n]), conv_grid(spec, input_shape[len(input_shape) - n :])
 
 
-def reconstructed_cost(cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+def reconstructed_cost(
+    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], grid: Grid, options: Mapping[str, Any]
+) -> Cost:
     """Build W once per call (``fixed_macs``; W is the ``fixed_memory``), then the dense op."""
     macs = grid.out * spec.weight_numel
-    return Cost(macs, 0, cls._reconstruct_macs(spec, rank), spec.weight_numel, 2)
+    return Cost(macs, 0, cls._reconstruct_macs(spec, rank, **options), spec.weight_numel, 2)
 
 
 def auto_choice(
-    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: Grid
+    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: Grid,
+    options: Mapping[str, Any],
 ) -> str:
     """``"factorized"`` or ``"reconstructed"``, whichever forward :class:`Cost` is lower (ties: factorized).
 
@@ -121,12 +125,13 @@ def auto_choice(
     its stages on the grids they see (strides included, :class:`Grid`). Factorized wins for
     ratios < 1 on all but tiny N·P_out; reconstructed wins for e.g. overcomplete low-rank layers
     or batch-1 inference on small feature maps. A pure function of shapes (never of weight
-    values, which change every step); plain Python, so ``torch.compile`` traces it to a constant.
-    A family without a cost model always runs ``"factorized"``.
+    values, which change every step; the family ``options``, e.g. low rank's ``overcomplete``, shape
+    the stages); plain Python, so ``torch.compile`` traces it to a constant. A family without a cost
+    model always runs ``"factorized"``.
     """
     try:
-        factorized = cls._factorized_cost(spec, rank, grid).total(batch)
-        reconstructed = reconstructed_cost(cls, spec, rank, grid).total(batch)
+        factorized = cls._factorized_cost(spec, rank, grid, **options).total(batch)
+        reconstructed = reconstructed_cost(cls, spec, rank, grid, options).total(batch)
     except NotImplementedError:
         return "factorized"
     return "factorized" if factorized <= reconstructed else "reconstructed"

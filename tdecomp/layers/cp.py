@@ -119,7 +119,7 @@ class CPLayer(FactorizedLayer):
         return torch.stack([f.norm(dim=0) for f in self.weight.factors])
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:
         """1-tap conv c_in→R on the input grid, depthwise conv over the kernel modes and 1-tap
         conv R→c_out on the output grid; per call the R·Π k depthwise kernel and λ-scaled A_out."""
         (r,) = rank
@@ -135,7 +135,7 @@ class CPLayer(FactorizedLayer):
         return Cost(macs, activations, fixed, fixed, ops)
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], **options: Any) -> int:
         return spec.weight_numel * rank[0]
 
     @torch.no_grad()

@@ -252,20 +252,24 @@ class LowRankLayer(FactorizedLayer):
             self.M.copy_(torch.eye(r, dtype=self.M.dtype, device=self.M.device))
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid,
+                         overcomplete: str = OVERCOMPLETE.default, **options: Any) -> Cost:
         """Column-mode conv c_in→r on the grid with those modes strided (e.g. (h_in, w_out)), then
-        row-mode conv r→c_out on the output grid; overcomplete: U M (m·r² MACs) per call."""
+        row-mode conv r→c_out on the output grid; with a middle factor (:meth:`has_middle`) U M
+        (m·r² MACs) per call."""
         (r,) = rank
         m, n = cls._dims(spec)
         mid = grid.positions(range(spec.n_row_modes, len(spec.factor_kernel)))
-        left = (m * r * r, m * r) if r > min(m, n) else (0, 0)
+        left = (m * r * r, m * r) if cls.has_middle(overcomplete, r, min(m, n)) else (0, 0)
         return Cost(mid * r * n + grid.out * r * m, mid * r, *left, 2 + (left[0] > 0))
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], overcomplete: str = OVERCOMPLETE.default,
+                          **options: Any) -> int:
+        """(U M) Vᵀ: m·n·r, plus m·r² for U M with a middle factor."""
         (r,) = rank
         m, n = cls._dims(spec)
-        return m * n * r + (m * r * r if r > min(m, n) else 0)
+        return m * n * r + (m * r * r if cls.has_middle(overcomplete, r, min(m, n)) else 0)
 
     def inner(self, other: Sequence[Tensor]) -> Tensor:
         """⟨U Vᵀ, U'V'ᵀ⟩ = Σ (UᵀU') ∗ (VᵀV'); overcomplete: Σ (MᵀUᵀU'M') ∗ (VᵀV'). O((m+n)r² + r³)."""

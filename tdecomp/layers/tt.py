@@ -156,7 +156,7 @@ class TTLayer(FactorizedLayer):
         return math.prod(self.rank)
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:
         """1-tap conv c_in→r₁ on the input grid, the conv over kernel mode j on the grid with
         modes ≤ j strided (k_h×1 r₁→r₂ on (h_out, w_in), 1×k_w r₂→r₃ on (h_out, w_out)), 1-tap conv
         to c_out on the output grid. Merged kernel cores (:func:`_merges_kernel_cores`): one conv
@@ -178,7 +178,7 @@ class TTLayer(FactorizedLayer):
         return Cost(macs, activations, 0, 0, len(shape))
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], **options: Any) -> int:
         """Chain product: step k multiplies (Π_{j<k} n_j, r_{k−1}) by (r_{k−1}, n_k·r_k)."""
         full, shape = (1, *rank, 1), _tt_shape(spec)
         return sum(math.prod(shape[:k]) * full[k] * shape[k] * full[k + 1] for k in range(1, len(shape)))

@@ -150,7 +150,7 @@ class TuckerLayer(FactorizedLayer):
         return math.prod(self.rank)
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:
         """1-tap conv c_in→r_in on the input grid, the conv r_in→r_out over the kernel modes and
         1-tap conv r_out→c_out on the output grid; per call the r_out·r_in·Π k kernel
         G ×₃ U_h ×₄ U_w … (mode j maps (r_out, r_in, k_<j, r_≥j) to k_j: that size × k_j MACs)."""
@@ -166,7 +166,7 @@ class TuckerLayer(FactorizedLayer):
         return Cost(macs, activations, build, kernel if d else 0, 3 + (d > 0))
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], **options: Any) -> int:
         """Mode product k maps the (r_k, …, r_N, n_1, …, n_{k−1}) tensor's r_k to n_k."""
         shape, total = spec.weight_shape, 0
         for k, n in enumerate(shape):
