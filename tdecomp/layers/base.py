@@ -22,6 +22,7 @@ from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
 from . import choice, ranks
 from .cost import Cost, Grid, auto_choice, batch_and_grid, reconstructed_cost
+from .energy import EnergyCurve
 from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
 from .spec import DenseSpec, matricize
@@ -200,6 +201,16 @@ class FactorizedLayer(Factorized):
     def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], **options: Any) -> int:
         """MACs of one :meth:`reconstruct` call of a layer with these ranks and family ``options``."""
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
+
+    # ------------------------------------------------------------------ allocation (optional)
+    @classmethod
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, **options: Any) -> list[EnergyCurve | None]:
+        """Per rank entry, the :class:`~tdecomp.layers.energy.EnergyCurve` of what that entry
+        truncates in a layer ``spec`` holding the dense ``weight`` (``spec.weight_shape``) with these
+        options; ``None`` for an entry the family keeps at full size. Read by the allocation rules
+        that look at the trained weight (``energy``, ``stable-rank``)."""
+        raise ValueError(f"rank allocation by the trained weight needs family {cls.family!r} to define "
+                         "energy_curves; use allocation='uniform' for it")
 
     # ------------------------------------------------------------------ dynamics (analysis/)
     # Not abstract: the defaults below are exact for any family whose weight is multilinear in

@@ -13,8 +13,12 @@ from .._decompositions import _hadamard_grams, cp_als
 from .._tltorch import CPTensor
 from .base import FactorizedLayer
 from .cost import Cost, Grid
+from .energy import EnergyCurve
 from .registry import register_family
 from .spec import DenseSpec
+
+CP_FIT_POINTS = 12  # ranks at which a CP layer's fit curve is known (geometric in R, interpolated between)
+CP_FIT_SWEEPS = 10  # ALS sweeps per fit of that curve (SI runs cp_als's own schedule)
 
 
 def _khatri_rao(factors: list[Tensor]) -> Tensor:
@@ -23,6 +27,43 @@ def _khatri_rao(factors: list[Tensor]) -> Tensor:
     for f in factors[1:]:
         out = (out[:, None, :] * f[None, :, :]).reshape(-1, f.shape[1])
     return out
+
+
+class CPFitCurve(EnergyCurve):
+    """E(R) = 1 − ‖W − W_R‖²_F/‖W‖²_F of :func:`~tdecomp._decompositions.cp_als` on ``tensor`` (W as
+    ``spec.tensor_shape``) at rank R ≤ R_max (the rank holding as many parameters as W). Fitted lazily
+    at :data:`CP_FIT_POINTS` geometric ranks, made non-decreasing and linearly interpolated in between:
+    a search for E(R) ≥ t fits only the ranks up to the first grid point that reaches t (ALS cost
+    grows as R², so the high ranks a small budget never needs are never fitted)."""
+
+    def __init__(self, spec: DenseSpec, tensor: Tensor) -> None:
+        (self.size,) = CPLayer._ranks_at_scale(spec, 1.0)
+        self.grid = sorted({round(r) for r in torch.logspace(0, math.log10(self.size), CP_FIT_POINTS).tolist()})
+        self.tensor, self.total = tensor, tensor.square().sum()
+        self.fits: list[float] = []  # E at grid[: len(fits)], running maximum
+
+    def _fit(self, i: int) -> float:
+        while len(self.fits) <= i:
+            factors = cp_als(self.tensor, self.grid[len(self.fits)], n_iter=CP_FIT_SWEEPS)
+            letters = "abcdefgh"[: self.tensor.ndim]
+            approx = torch.einsum(",".join(f"{c}z" for c in letters) + f"->{letters}", *factors)
+            fit = float(1 - (self.tensor - approx).square().sum() / self.total)
+            self.fits.append(max([fit, *self.fits[-1:]]))
+        return self.fits[i]
+
+    def first(self) -> float:
+        return self._fit(0)
+
+    def smallest_rank(self, t: float) -> int:
+        if t >= 1:
+            return self.size
+        for i, r in enumerate(self.grid):
+            if self._fit(i) >= t:
+                if i == 0:
+                    return r
+                lo, e_lo, e_hi = self.grid[i - 1], self._fit(i - 1), self._fit(i)
+                return lo + math.ceil((r - lo) * (t - e_lo) / max(e_hi - e_lo, 1e-300))
+        return self.size
 
 
 @register_family("cp")
@@ -61,6 +102,11 @@ class CPLayer(FactorizedLayer):
     @classmethod
     def _ranks_from_int(cls, spec: DenseSpec, rank: int, **options: Any) -> tuple[int, ...]:
         return (rank,)
+
+    @classmethod
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, **options: Any) -> list[EnergyCurve | None]:
+        """The ALS fit's gains over R (:class:`CPFitCurve`): CP has no SVD whose truncation it is."""
+        return [CPFitCurve(spec, weight.reshape(spec.tensor_shape))]
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:

@@ -13,6 +13,7 @@ from .._svd import truncated_svd
 from ..init import balanced_std
 from .base import FactorizedLayer
 from .cost import Cost, Grid
+from .energy import EnergyCurve
 from .options import FamilyOption
 from .registry import register_family
 from .spec import DenseSpec, matricize
@@ -119,6 +120,13 @@ class LowRankLayer(FactorizedLayer):
     @classmethod
     def _ranks_from_int(cls, spec: DenseSpec, rank: int, **options: Any) -> tuple[int, ...]:
         return (rank,)
+
+    @classmethod
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, **options: Any) -> list[EnergyCurve | None]:
+        """σ_j² of the matricization :func:`~tdecomp.layers.spec.matricize`: the rank-r U Vᵀ of SI is
+        its best rank-r approximation (Eckart–Young), keeping Σ_{j≤r} σ_j²."""
+        total = weight.reshape(spec.tensor_shape).square().sum()
+        return [EnergyCurve.of_unfolding(matricize(weight, spec), total)]
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank, overcomplete: str = OVERCOMPLETE.default, **options: Any) -> int:

@@ -15,6 +15,7 @@ from .._tltorch import TTTensor
 from ..init import balance_norms
 from .base import FactorizedLayer
 from .cost import MEMORY_COST, Cost, Grid
+from .energy import EnergyCurve
 from .registry import register_family
 from .spec import DenseSpec
 
@@ -94,6 +95,16 @@ class TTLayer(FactorizedLayer):
     @classmethod
     def _ranks_from_int(cls, spec: DenseSpec, rank: int, **options: Any) -> tuple[int, ...]:
         return (rank,) * (len(_tt_shape(spec)) - 1)
+
+    @classmethod
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, **options: Any) -> list[EnergyCurve | None]:
+        """σ_j² of the sequential unfoldings (Π_{j≤k} n_j) × (Π_{j>k} n_j) in the TT mode order (TT-SVD:
+        the sum of their truncation errors bounds its error)."""
+        tensor = weight.reshape(spec.tensor_shape)
+        total = tensor.square().sum()
+        chain, shape = tensor.movedim(0, -1), _tt_shape(spec)
+        return [EnergyCurve.of_unfolding(chain.reshape(math.prod(shape[: k + 1]), -1), total)
+                for k in range(len(shape) - 1)]
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:

@@ -14,6 +14,7 @@ from .._tltorch import TuckerTensor
 from ..init import balance_norms
 from .base import FactorizedLayer
 from .cost import Cost, Grid
+from .energy import EnergyCurve
 from .options import FamilyOption
 from .registry import register_family
 from .spec import DenseSpec
@@ -102,6 +103,18 @@ class TuckerLayer(FactorizedLayer):
         cls, spec: DenseSpec, rank: int, fixed_spatial: bool = FIXED_SPATIAL.default, **options: Any
     ) -> tuple[int, ...]:
         return (rank, rank, *(k if fixed_spatial else rank for k in spec.factor_kernel))
+
+    @classmethod
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, fixed_spatial: bool = FIXED_SPATIAL.default,
+                      **options: Any) -> list[EnergyCurve | None]:
+        """σ_j² of each mode-k unfolding (HOSVD: its truncation error bounds HOOI's); ``None`` for the
+        kernel modes under ``fixed_spatial`` (kept at full rank)."""
+        tensor = weight.reshape(spec.tensor_shape)
+        total = tensor.square().sum()
+        return [
+            None if fixed_spatial and k >= 2 else EnergyCurve.of_unfolding(tensor.movedim(k, 0).reshape(n, -1), total)
+            for k, n in enumerate(spec.tensor_shape)
+        ]
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
