@@ -22,6 +22,7 @@ from ._validation import check_choice
 from .init import LAYER_INIT_METHODS
 from .layers.options import check_options, without_defaults
 from .layers.registry import available_families, get_family
+from .layers.separable import separable_families
 from .surgery import BUDGETS
 
 FAMILY_CHOICES_EXTRA = ("dense",)
@@ -193,8 +194,9 @@ class TrainConfig:
             raise ValueError(f"rank_scale must be a number > 0 or null, got {self.rank_scale!r}")
         if not isinstance(self.separable, bool):
             raise ValueError(f"separable must be true or false, got {self.separable!r}")
-        if self.separable and self.family not in ("dense", "tt", "tucker"):
-            raise ValueError(f"separable=true takes family tt or tucker, got family={self.family!r}")
+        if self.separable and self.family != "dense" and self.family not in separable_families():
+            raise ValueError(f"separable=true takes family {' or '.join(separable_families())}, "
+                             f"got family={self.family!r}")
         if not isinstance(self.decay_norms, bool):
             raise ValueError(f"decay_norms must be true or false, got {self.decay_norms!r}")
         rank = self.rank

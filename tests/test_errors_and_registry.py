@@ -148,3 +148,46 @@ def test_a_fifth_family_is_one_class_and_one_registration(monkeypatch):
     assert tdecomp.frobenius_decay(model) > 0
     with pytest.raises(ValueError, match="already registered"):
         registry.register_family("dense_test")(_DenseFamily)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: tdecomp.factorize(nn.MultiheadAttention(8, 2), "cp", 2),
+    lambda: tdecomp.FactorizedMultiheadAttention(8, 2, 2, family="tensor_ring"),
+    lambda: tdecomp.factorize_model(nn.Sequential(nn.MultiheadAttention(8, 2)), "tt", 0.5, skip=(),
+                                    targets=("attention",), progress=False),
+])
+def test_attention_with_a_family_without_heads_says_attention_is_why(call):
+    """Issue 21 item 9: one line naming the families that define attention heads."""
+    import tests.tensor_ring  # noqa: F401  (a registered family without heads)
+
+    with pytest.raises(ValueError) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message and message.endswith(
+        "expected one of: 'lowrank', 'tucker' (factorized attention supports only the families that define "
+        "attention heads)")
+
+
+def test_the_families_served_by_the_separable_block_come_from_the_registry(monkeypatch):
+    """A family that sets a ``separable`` carrier is served by the block and accepted everywhere."""
+    from tdecomp.config import TrainConfig
+    from tdecomp.layers.separable import separable_families
+
+    assert separable_families() == ("tt", "tucker")
+    monkeypatch.setattr(registry.FAMILIES, "_entries", dict(registry.FAMILIES._entries))
+
+    @registry.register_family("tucker_again")
+    class TuckerAgain(tdecomp.TuckerLayer):
+        pass
+
+    assert separable_families() == ("tt", "tucker", "tucker_again")
+    conv = nn.Conv2d(8, 16, 3, padding=1)
+    ours, theirs = (tdecomp.factorize(conv, f, tdecomp.RankScale(0.5), separable=True, init="random")
+                    for f in ("tucker_again", "tucker"))
+    assert ours.rank == theirs.rank and ours.pointwise.__class__ is TuckerAgain
+    assert TrainConfig(family="tucker_again", separable=True).separable
+    for reject in (lambda: tdecomp.factorize(conv, "cp", 0.5, separable=True),
+                   lambda: TrainConfig(family="cp", separable=True)):
+        with pytest.raises(ValueError, match="takes family 'tt' or 'tucker' or 'tucker_again', got|"
+                                             "takes family tt or tucker or tucker_again, got"):
+            reject()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "train one model: tdecomp train [CONFIG.yaml] model=resnet20 data=digits family=tucker rank=0.25 …"
+HELP = "train one model: tdecomp train [CONFIG.yaml] model=resnet20 data=digits family=FAMILY rank=0.25 …"
 RESUME_ARGUMENT = "resume=true"  # appended to the command that continues an interrupted run
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,10 @@ from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
 from .spec import DenseSpec, matricize
 from .walk import call_with
+
+if TYPE_CHECKING:
+    from .._tltorch import TltorchFormat
+    from .separable import SeparableCarrier
 
 IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
 
@@ -87,6 +91,10 @@ class FactorizedLayer(Factorized):
     options: ClassVar[tuple[FamilyOption, ...]] = ()
     # whether a parameter ratio above 1 has a meaning (low rank's overcomplete U M Vᵀ)
     has_overcomplete_form: ClassVar[bool] = False
+    # how the family holds the official Table-2 block's pointwise tensor (None: it does not serve it)
+    separable: ClassVar[type[SeparableCarrier] | None] = None
+    # the family's tensorly-torch counterpart, for the benchmarks (None: tltorch has none)
+    tltorch: ClassVar[TltorchFormat | None] = None
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .._decompositions import _hadamard_grams, cp_als
-from .._tltorch import CPTensor
+from .._tltorch import CPTensor, TltorchFormat
 from .base import FactorizedLayer
 from .cost import Cost, Grid
 from .energy import EnergyCurve
@@ -85,6 +85,8 @@ class CPLayer(FactorizedLayer):
     trainer does under ``reg=fd``); it equalizes each component's column norms ‖a_r⁽ᵏ⁾‖ over
     the modes, the rescalings FD cannot see (layers of more than two modes).
     """
+
+    tltorch = TltorchFormat("cp", rank=lambda rank: rank[0])
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:

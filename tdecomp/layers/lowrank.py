@@ -9,8 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._decompositions import product_frobenius_sq
 from .._svd import truncated_svd
 from ..init import balanced_std
+from .attention.geometry import AttentionSpec
+from .attention.heads import HeadProducts, register_heads
 from .base import FactorizedLayer
 from .cost import Cost, Grid
 from .energy import EnergyCurve
@@ -40,14 +43,6 @@ def balanced_svd(matrix: Tensor, r: int) -> tuple[Tensor, Tensor]:
     p, s, qh = truncated_svd(matrix, r)
     root = s[..., None, :].sqrt()
     return p * root, qh.mT * root
-
-
-def product_frobenius_sq(u: Tensor, v: Tensor) -> Tensor:
-    """Σ over leading dims of ‖U Vᵀ‖²_F = tr((UᵀU)(VᵀV)) for U (*, m, r), V (*, n, r).
-
-    O((m+n)r²) per matrix; U Vᵀ (m, n) is never formed.
-    """
-    return ((u.mT @ u) * (v.mT @ v)).sum()
 
 
 @register_family("lowrank")
@@ -308,3 +303,57 @@ class LowRankLayer(FactorizedLayer):
         r_v = torch.linalg.qr(self.V)[1]
         core = r_u @ r_v.T if self.M is None else r_u @ self.M @ r_v.T
         return torch.linalg.svdvals(core)
+
+
+@register_heads(LowRankLayer)
+class LowRankHeads(HeadProducts):
+    """Independent per-head factors M_h = U_h V_hᵀ, U (H, m, r), V (H, n, r), r ≤ d_h.
+
+    SI: the balanced truncated SVD of every product, as :class:`~tdecomp.layers.LowRankLayer`.
+    """
+
+    default = True  # the paper's per-head QKᵀ/OVᵀ factors
+
+    @classmethod
+    def rank_names(cls) -> tuple[str, ...]:
+        return ("r",)
+
+    @classmethod
+    def max_ranks(cls, spec: AttentionSpec) -> tuple[int, ...]:
+        return (spec.head_dim,)  # the dense products have rank ≤ d_h
+
+    @classmethod
+    def effective_rank(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> tuple[int, ...]:
+        return (min(rank[0], m, n),)
+
+    @classmethod
+    def count_params(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> int:
+        (r,) = cls.effective_rank(heads, m, n, rank)
+        return heads * (m + n) * r
+
+    def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
+        (r,) = rank
+        self.U = nn.Parameter(torch.empty(self.heads, self.m, r, **factory))
+        self.V = nn.Parameter(torch.empty(self.heads, self.n, r, **factory))
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        return (self.U.shape[-1],)
+
+    def left(self) -> Tensor:
+        return self.U
+
+    def right(self) -> Tensor:
+        return self.V
+
+    @torch.no_grad()
+    def init_spectral(self, products: Tensor) -> None:
+        u, v = balanced_svd(products.to(self.U.dtype), self.rank[0])
+        self.U.copy_(u)
+        self.V.copy_(v)
+
+    @torch.no_grad()
+    def init_random(self, std: float) -> None:
+        s = balanced_std(std, self.rank[0], 2)
+        self.U.normal_(0.0, s)
+        self.V.normal_(0.0, s)

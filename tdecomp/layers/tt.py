@@ -11,12 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from .._decompositions import tt_svd
-from .._tltorch import TTTensor
+from .._tltorch import TltorchFormat, TTTensor
 from ..init import balance_norms
 from .base import FactorizedLayer
 from .cost import MEMORY_COST, Cost, Grid
 from .energy import EnergyCurve
 from .registry import register_family
+from .separable import SeparableCarrier, carrier_spec
 from .spec import DenseSpec
 
 
@@ -44,6 +45,29 @@ def _merges_kernel_cores(spec: DenseSpec, rank: tuple[int, ...]) -> bool:
     return bonds[0] * math.prod(spec.factor_kernel) * bonds[-1] < chain
 
 
+class TTCarrier(SeparableCarrier):
+    """The Table-2 block's pointwise tensor as a TT layer: its cores chain over (c_in, k, c_out) =
+    (d₀, d₁, d₂), the official TT order; official bond ranks max(1, round(s·min(d_k, d_{k+1})))
+    (Python's round: halves to even, as decomposed.py:36-37)."""
+
+    @staticmethod
+    def spec(dims: Sequence[int]) -> DenseSpec:
+        d0, d1, d2 = dims
+        return carrier_spec(d2, d0, d1)
+
+    @staticmethod
+    def to_modes(weight: Tensor) -> Tensor:
+        return weight.movedim(0, -1)
+
+    @staticmethod
+    def from_modes(tensor: Tensor) -> Tensor:
+        return tensor.movedim(-1, 0)
+
+    @staticmethod
+    def ranks_at_scale(dims: Sequence[int], scale: float) -> tuple[int, ...]:
+        return tuple(max(1, int(round(scale * min(a, b)))) for a, b in zip(dims, dims[1:]))
+
+
 @register_family("tt")
 class TTLayer(FactorizedLayer):
     """W[o, i, h, w] = Σ G₁[i, a] G₂[a, h, b] G₃[b, w, c] G₄[c, o] with cores (r_{k-1}, n_k, r_k).
@@ -65,6 +89,11 @@ class TTLayer(FactorizedLayer):
     trainer does under ``reg=fd``); it equalizes the core norms (G_k·c, G_{k+1}/c leave W
     unchanged and FD cannot see them, so SGD would drift along them).
     """
+
+    # tltorch's TT modes are ours, (c_in, *kernel, c_out), with the boundary ranks 1 included
+    tltorch = TltorchFormat("tt", rank=lambda rank: (1, *rank, 1))
+
+    separable = TTCarrier
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:

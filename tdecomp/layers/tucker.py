@@ -10,18 +10,27 @@ import torch
 from torch import Tensor, nn
 
 from .._decompositions import tucker_hooi
-from .._tltorch import TuckerTensor
-from ..init import balance_norms
+from .._tltorch import TltorchFormat, TuckerTensor
+from ..init import balance_norms, balanced_std, equalizing_scales
+from .attention.geometry import AttentionSpec
+from .attention.heads import HeadProducts, register_heads
 from .base import FactorizedLayer
 from .cost import Cost, Grid
 from .energy import EnergyCurve
 from .options import FamilyOption
 from .registry import register_family
+from .separable import SeparableCarrier, carrier_spec
 from .spec import DenseSpec
 
 FIXED_SPATIAL = FamilyOption(
     "fixed_spatial", bool, True, "keep the kernel modes at full rank, so a ratio spends the budget on channels "
     "(false: scale them like the channels, as tensorly-torch's float rank)")
+
+
+def _tltorch_fixed_modes(spec: DenseSpec, fixed_spatial: bool = FIXED_SPATIAL.default, **options: Any) -> dict:
+    """tltorch ``from_conv`` options keeping the kernel modes at full rank when ``fixed_spatial`` does
+    here (tltorch's float rank squashes them otherwise)."""
+    return {"fixed_rank_modes": tuple(range(2, 2 + spec.n_spatial))} if fixed_spatial else {}
 
 
 def _mode_products(core: Tensor, matrices: list[Tensor]) -> Tensor:
@@ -38,6 +47,28 @@ def _kernel(core: Tensor, spatial: list[Tensor]) -> Tensor:
     for j, u in enumerate(spatial):
         out = torch.tensordot(out, u, dims=([2 + j], [1])).movedim(-1, 2 + j)
     return out
+
+
+class TuckerCarrier(SeparableCarrier):
+    """The Table-2 block's pointwise tensor as a Tucker layer: ``tensor_shape`` (c_out, c_in, k) =
+    (d₀, d₁, d₂), the modes in order; official mode ranks max(1, round(s·d_k)) (Python's round:
+    halves to even, as decomposed.py:36-37)."""
+
+    @staticmethod
+    def spec(dims: Sequence[int]) -> DenseSpec:
+        return carrier_spec(*dims)
+
+    @staticmethod
+    def to_modes(weight: Tensor) -> Tensor:
+        return weight
+
+    @staticmethod
+    def from_modes(tensor: Tensor) -> Tensor:
+        return tensor
+
+    @staticmethod
+    def ranks_at_scale(dims: Sequence[int], scale: float) -> tuple[int, ...]:
+        return tuple(max(1, int(round(scale * d))) for d in dims)
 
 
 @register_family("tucker")
@@ -67,7 +98,10 @@ class TuckerLayer(FactorizedLayer):
     (``docs/dynamics.md``).
     """
 
+    tltorch = TltorchFormat("tucker", rank=tuple, from_conv_options=_tltorch_fixed_modes)
+
     options = (FIXED_SPATIAL,)
+    separable = TuckerCarrier
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
@@ -211,3 +245,73 @@ class TuckerLayer(FactorizedLayer):
         (:meth:`DenseSpec.unfold`). O(Σ n_k r_k² + r³)."""
         small = _mode_products(self.weight.core, [torch.linalg.qr(u)[1] for u in self.weight.factors])
         return torch.linalg.svdvals(self.spec.unfold(small))
+
+
+@register_heads(TuckerLayer)
+class TuckerHeads(HeadProducts):
+    """Tucker across heads: M_h = U G_h Vᵀ, U (m, r_left), V (n, r_right) shared by all heads,
+    core G (H, r_left, r_right).
+
+    This is the Tucker decomposition of the stacked products (H, m, n) with the head mode kept
+    at full rank (a head factor would be absorbed by the core). L_h = U G_h, R_h = V: the heads
+    share one key (value) projection, as in multi-query attention, and differ by their core
+    slice. SI: HOOI of the stacked products, then balanced factor norms; under Frobenius decay
+    :func:`tdecomp.rebalance` keeps them balanced after each optimizer step.
+    """
+
+    @classmethod
+    def rank_names(cls) -> tuple[str, ...]:
+        return ("r_left", "r_right")
+
+    @classmethod
+    def max_ranks(cls, spec: AttentionSpec) -> tuple[int, ...]:
+        return (spec.embed_dim, max(spec.kdim, spec.vdim))
+
+    @classmethod
+    def effective_rank(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> tuple[int, ...]:
+        """r_left ≤ m, r_right ≤ n, and each ≤ H × the other: a core (H, r_l, r_r) cannot have
+        unfoldings of larger rank, so larger factors would be redundant (and HOOI could not fill them)."""
+        r_left, r_right = min(rank[0], m), min(rank[1], n)
+        return min(r_left, heads * r_right), min(r_right, heads * r_left)
+
+    @classmethod
+    def count_params(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> int:
+        r_left, r_right = cls.effective_rank(heads, m, n, rank)
+        return m * r_left + n * r_right + heads * r_left * r_right
+
+    def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
+        r_left, r_right = rank
+        self.core = nn.Parameter(torch.empty(self.heads, r_left, r_right, **factory))
+        self.U = nn.Parameter(torch.empty(self.m, r_left, **factory))
+        self.V = nn.Parameter(torch.empty(self.n, r_right, **factory))
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        return tuple(self.core.shape[1:])
+
+    def left(self) -> Tensor:
+        return self.U @ self.core
+
+    def right(self) -> Tensor:
+        return self.V.expand(self.heads, -1, -1)
+
+    @torch.no_grad()
+    def init_spectral(self, products: Tensor) -> None:
+        core, (heads, u, v) = tucker_hooi(products.to(self.U.dtype), (self.heads, *self.rank))
+        self.core.copy_(torch.einsum("ha,abc->hbc", heads, core))
+        self.U.copy_(u)
+        self.V.copy_(v)
+        balance_norms([self.core, self.U, self.V])
+
+    @torch.no_grad()
+    def init_random(self, std: float) -> None:
+        s = balanced_std(std, math.prod(self.rank), 3)
+        for p in (self.core, self.U, self.V):
+            p.normal_(0.0, s)
+
+    def balancing_scales(self) -> tuple[list[tuple[nn.Parameter, Tensor]], Tensor | float]:
+        """Equal norms of G, U, V (Π c = 1, products unchanged): three factors drift under FD
+        with SGD as a Tucker layer's do (:func:`tdecomp.rebalance`). R_h = V scales by c_V."""
+        factors = [self.core, self.U, self.V]
+        scales = equalizing_scales(torch.stack([f.norm() for f in factors]))
+        return list(zip(factors, scales)), scales[2]

@@ -291,3 +291,4 @@ def test_rank_tuples_follow_the_kernel_modes_of_size_above_one(module, names):
     assert tdecomp.get_family("tucker").rank_names(tdecomp.DenseSpec.from_module(module)) == names
     with pytest.raises(ValueError, match=f"must have {len(names)} entries"):
         tdecomp.factorize(module, "tucker", (2,) * (len(names) + 1))
+

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..base import Factorized
-from .heads import LowRankHeads
+from ..lowrank import LowRankHeads
 
 # the fork's additive mask value (transformer.py:561,566)
 MASKED = -1e9
