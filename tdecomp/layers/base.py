@@ -25,6 +25,7 @@ from .cost import Cost, Grid, auto_choice, batch_and_grid, reconstructed_cost
 from .energy import EnergyCurve
 from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
+from .registry import FAMILIES
 from .spec import DenseSpec, matricize
 from .walk import call_with
 
@@ -93,6 +94,8 @@ class FactorizedLayer(Factorized):
     has_overcomplete_form: ClassVar[bool] = False
     # how the family holds the official Table-2 block's pointwise tensor (None: it does not serve it)
     separable: ClassVar[type[SeparableCarrier] | None] = None
+    # the per-factor draws of :data:`~tdecomp.init.FACTOR_INITS` the family defines (:meth:`init_factors`)
+    factor_inits: ClassVar[tuple[str, ...]] = ()
     # the family's tensorly-torch counterpart, for the benchmarks (None: tltorch has none)
     tltorch: ClassVar[TltorchFormat | None] = None
 
@@ -298,6 +301,8 @@ class FactorizedLayer(Factorized):
     ) -> FactorizedLayer:
         """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`."""
         check_choice("init", init, LAYER_INIT_METHODS)
+        if init in FACTOR_INITS:
+            cls._check_factor_init(init)
         cls.check_options(options)
         options = cls.resolve_options(options)
         spec = DenseSpec.from_module(module)
@@ -322,9 +327,18 @@ class FactorizedLayer(Factorized):
         return layer
 
     def init_factors(self, kind: str) -> None:
-        """Per-factor draws :data:`~tdecomp.init.FACTOR_INITS` (defined by the low-rank family)."""
-        raise ValueError(f"init={kind!r} is defined for the lowrank family only, not {self.family!r}; "
-                         "use init='random' or 'spectral'")
+        """One of the per-factor draws :data:`~tdecomp.init.FACTOR_INITS` that the family defines
+        (:attr:`factor_inits`); each family documents its draws."""
+        self._check_factor_init(kind)
+        raise NotImplementedError(f"family {self.family!r} lists {kind!r} in factor_inits but defines no init_factors")
+
+    @classmethod
+    def _check_factor_init(cls, kind: str) -> None:
+        """``ValueError`` naming the families that define ``kind`` unless this family does."""
+        if kind not in cls.factor_inits:
+            defining = [n for n in FAMILIES.names() if kind in FAMILIES.get(n).factor_inits]
+            raise ValueError(f"init={kind!r} is not defined for family {cls.family!r} (it is for: "
+                             f"{', '.join(defining)}); use init='random' or 'spectral'")
 
     @torch.no_grad()
     def init_random(self, std: float) -> None:

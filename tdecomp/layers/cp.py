@@ -87,6 +87,7 @@ class CPLayer(FactorizedLayer):
     """
 
     tltorch = TltorchFormat("cp", rank=lambda rank: rank[0])
+    factor_inits = ("kaiming-factors",)
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
@@ -190,6 +191,19 @@ class CPLayer(FactorizedLayer):
     def init_random(self, std: float) -> None:
         self.weight.weights.fill_(1.0)
         super().init_random(std)
+
+    @torch.no_grad()
+    def init_factors(self, kind: str) -> None:
+        """``"kaiming-factors"``: each factor N(0, 2/fan_in) as the map it applies in the forward —
+        A_in √(2/c_in) (c_in → R), each kernel factor A_j √(2/k_j) (as if its taps were their own
+        depthwise k_j-tap conv), A_out √(2/R) (R → c_out); λ = 1."""
+        self._check_factor_init(kind)
+        self.weight.weights.fill_(1.0)
+        a_out, a_in, *spatial = self.weight.factors
+        a_in.normal_(0.0, math.sqrt(2.0 / a_in.shape[0]))
+        for a in spatial:
+            a.normal_(0.0, math.sqrt(2.0 / a.shape[0]))
+        a_out.normal_(0.0, math.sqrt(2.0 / self.rank[0]))
 
     def inner(self, other: Sequence[Tensor]) -> Tensor:
         """⟨W, W'⟩ = λᵀ (∗_k A_kᵀA'_k) λ, λ the (fixed, shared) CP weights. O(Σ n_k R²)."""

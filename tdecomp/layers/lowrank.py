@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .._decompositions import product_frobenius_sq
 from .._svd import truncated_svd
-from ..init import balanced_std
+from ..init import FACTOR_INITS, balanced_std
 from .attention.geometry import AttentionSpec
 from .attention.heads import HeadProducts, register_heads
 from .base import FactorizedLayer
@@ -78,6 +78,7 @@ class LowRankLayer(FactorizedLayer):
 
     has_overcomplete_form = True
     options = (OVERCOMPLETE, RANK_RULE)
+    factor_inits = FACTOR_INITS
 
     @property
     def mode(self) -> str:

@@ -94,6 +94,7 @@ class TTLayer(FactorizedLayer):
     tltorch = TltorchFormat("tt", rank=lambda rank: (1, *rank, 1))
 
     separable = TTCarrier
+    factor_inits = ("kaiming-factors",)
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
@@ -194,6 +195,17 @@ class TTLayer(FactorizedLayer):
 
     def _random_init_terms(self) -> int:
         return math.prod(self.rank)
+
+    @torch.no_grad()
+    def init_factors(self, kind: str) -> None:
+        """``"kaiming-factors"``: each core N(0, 2/fan_in) as the map it applies in the forward chain —
+        the first √(2/c_in) (c_in → r₁), kernel core j √(2/(r_{j−1}·n_j)) (its k_j-tap conv
+        r_{j−1} → r_j), the last √(2/r_last) (r_last → c_out)."""
+        self._check_factor_init(kind)
+        *cores, last = self.factors()
+        for core in cores:
+            core.normal_(0.0, math.sqrt(2.0 / (core.shape[0] * core.shape[1])))
+        last.normal_(0.0, math.sqrt(2.0 / last.shape[0]))
 
     @classmethod
     def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:

@@ -101,6 +101,7 @@ class TuckerLayer(FactorizedLayer):
     tltorch = TltorchFormat("tucker", rank=tuple, from_conv_options=_tltorch_fixed_modes)
 
     options = (FIXED_SPATIAL,)
+    factor_inits = ("kaiming-factors",)
     separable = TuckerCarrier
 
     @classmethod
@@ -195,6 +196,19 @@ class TuckerLayer(FactorizedLayer):
 
     def _random_init_terms(self) -> int:
         return math.prod(self.rank)
+
+    @torch.no_grad()
+    def init_factors(self, kind: str) -> None:
+        """``"kaiming-factors"``: each factor N(0, 2/fan_in) as the map it applies in the forward —
+        U_in √(2/c_in) (c_in → r_in), the core √(2/(r_in·Π r_kernel)) (the r_in → r_out conv over
+        the kernel modes), each kernel factor U_j √(2/r_j) (r_j → k_j), U_out √(2/r_out)."""
+        self._check_factor_init(kind)
+        core, u_out, u_in, *spatial = self.factors()
+        u_in.normal_(0.0, math.sqrt(2.0 / u_in.shape[0]))
+        core.normal_(0.0, math.sqrt(2.0 / math.prod(core.shape[1:])))
+        for u in spatial:
+            u.normal_(0.0, math.sqrt(2.0 / u.shape[1]))
+        u_out.normal_(0.0, math.sqrt(2.0 / u_out.shape[1]))
 
     @classmethod
     def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:

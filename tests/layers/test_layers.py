@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import tensorly as tl
 import torch
@@ -292,3 +294,37 @@ def test_rank_tuples_follow_the_kernel_modes_of_size_above_one(module, names):
     with pytest.raises(ValueError, match=f"must have {len(names)} entries"):
         tdecomp.factorize(module, "tucker", (2,) * (len(names) + 1))
 
+
+def _kaiming_stds(family: str, layer: tdecomp.FactorizedLayer) -> dict[tuple[int, ...], float]:
+    """Decision C rewritten: each factor's N(0, 2/fan_in), fan_in = what it contracts in the forward."""
+    c_out, c_in, *kernel = layer.spec.tensor_shape
+    if family == "cp":
+        (r,) = layer.rank
+        return {(c_in, r): (2 / c_in) ** 0.5, (c_out, r): (2 / r) ** 0.5, **{(k, r): (2 / k) ** 0.5 for k in kernel}}
+    if family == "tucker":
+        r_out, r_in, *r_kernel = layer.rank
+        return {(c_in, r_in): (2 / c_in) ** 0.5, (r_out, r_in, *r_kernel): (2 / (r_in * math.prod(r_kernel))) ** 0.5,
+                **{(k, rk): (2 / rk) ** 0.5 for k, rk in zip(kernel, r_kernel)}, (c_out, r_out): (2 / r_out) ** 0.5}
+    bonds = (1, *layer.rank, 1)  # TT cores over (c_in, *kernel, c_out)
+    modes = (c_in, *kernel, c_out)
+    stds = {(a, n, b): (2 / (a * n)) ** 0.5 for a, n, b in zip(bonds, modes, bonds[1:])}
+    return stds | {(bonds[-2], c_out, 1): (2 / bonds[-2]) ** 0.5}
+
+
+@pytest.mark.parametrize("family", ["cp", "tucker", "tt"])
+def test_kaiming_factors_draws_each_factor_at_its_forward_fan_in(family, monkeypatch):
+    """Every factor is drawn once, N(0, 2/fan_in) with the fan-in of the map it applies (HANDBOOK C)."""
+    conv = nn.Conv2d(6, 10, (3, 5))
+    drawn = []
+    original = torch.Tensor.normal_
+    monkeypatch.setattr(torch.Tensor, "normal_", lambda t, mean=0.0, std=1.0, **kw: (
+        drawn.append((tuple(t.shape), mean, std)), original(t, mean, std, **kw))[1])
+    layer = tdecomp.factorize(conv, family, 0.4, init="kaiming-factors", fixed_spatial=False) if family == "tucker" \
+        else tdecomp.factorize(conv, family, 0.4, init="kaiming-factors")
+    drawn = drawn[len(drawn) - len(layer.factors()):]  # construction's default init comes first
+    expected = _kaiming_stds(family, layer)
+    assert sorted(s for s, _, _ in drawn) == sorted(tuple(f.shape) for f in layer.factors())
+    for shape, mean, std in drawn:
+        assert mean == 0.0 and std == pytest.approx(expected[shape], rel=1e-12), (family, shape)
+    if family == "cp":
+        assert (layer.weight.weights == 1).all()

@@ -109,8 +109,8 @@ def test_kaiming_factors_draws_each_factor_as_the_official_code():
     expected = math.sqrt(2.0 / (128 * 9))  # main_pretrain.py:63, std √(2/(c_out·k²))
     for factor in (fan.U, fan.V):
         assert factor.std().item() == pytest.approx(expected, rel=0.03)
-    with pytest.raises(ValueError, match="lowrank family only"):
-        tdecomp.factorize(conv, "cp", 0.3, init="kaiming-factors")
+    with pytest.raises(ValueError, match=r"init='fanout-factors' is not defined for family 'cp' \(it is for: lowrank"):
+        tdecomp.factorize(conv, "cp", 0.3, init="fanout-factors")
 
 
 def _train(layer: nn.Module, steps: int = 20) -> None:
