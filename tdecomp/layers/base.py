@@ -22,6 +22,7 @@ from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
 from . import choice, ranks
 from .cost import Cost, Grid, auto_choice, batch_and_grid, reconstructed_cost
+from .dense import DenseCompatible
 from .energy import EnergyCurve
 from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
@@ -67,7 +68,7 @@ class Factorized(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters())
 
 
-class FactorizedLayer(Factorized):
+class FactorizedLayer(Factorized, DenseCompatible):
     """A dense ``nn.Linear``/``nn.Conv{1,2,3}d`` whose weight is a low-rank, CP, Tucker or TT product.
 
     Args:
@@ -84,6 +85,11 @@ class FactorizedLayer(Factorized):
     get no factor); :meth:`reconstruct` returns the dense module's ``spec.weight_shape``.
     Construction initializes the factors at once (random, dense default scale) so a layer never
     holds uninitialized memory; :meth:`from_dense` then applies the requested init.
+
+    Drop-in: the layer has the dense module's attributes (``in_features``/``out_features``, or
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``padding_mode``; ``bias``) and a read-only NaN placeholder ``weight`` of the dense
+    weight's shape, dtype and device (:mod:`tdecomp.layers.dense`).
     """
 
     family: ClassVar[str]
@@ -111,6 +117,7 @@ class FactorizedLayer(Factorized):
     ) -> None:
         super().__init__()
         self.spec = spec
+        self._init_dense_compatible(device, dtype)
         self.family_options = self.resolve_options(options)  # every option, defaults filled in
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
         self._choices: dict[tuple, str] = {}  # (input shape, dtype, device) → implementation

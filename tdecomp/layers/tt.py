@@ -144,17 +144,17 @@ class TTLayer(FactorizedLayer):
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
         shape, full = _tt_shape(self.spec), (1, *rank, 1)
         cores = [nn.Parameter(torch.empty(a, n, b, **factory)) for a, n, b in zip(full, shape, full[1:])]
-        self.weight = TTTensor(cores, shape=shape, rank=full)
+        self.decomposition = TTTensor(cores, shape=shape, rank=full)
 
     @property
     def rank(self) -> tuple[int, ...]:
-        return tuple(self.weight.rank[1:-1])
+        return tuple(self.decomposition.rank[1:-1])
 
     def factors(self) -> list[Tensor]:
-        return list(self.weight.factors)
+        return list(self.decomposition.factors)
 
     def reconstruct(self) -> Tensor:
-        cores = list(self.weight.factors)
+        cores = list(self.decomposition.factors)
         out = cores[0].reshape(cores[0].shape[1], -1)
         for core in cores[1:]:
             out = (out @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
@@ -165,7 +165,7 @@ class TTLayer(FactorizedLayer):
         # Gram of the left part, (r_k, r_k): Γ_k = Σ_{a,n} (Γ_{k−1} G_k)[a, n, :]ᵀ G_k[a, n, :], as two
         # plain matmuls per core (einsum's dispatch dominated this O(Σ n_k r³) term).
         gram = None
-        for core in self.weight.factors:
+        for core in self.decomposition.factors:
             a, n, b = core.shape
             rows = core.reshape(a * n, b)
             left = rows if gram is None else (gram @ core.reshape(a, n * b)).reshape(a * n, b)
@@ -174,7 +174,7 @@ class TTLayer(FactorizedLayer):
 
 
     def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
-        first, *middle, last = self.weight.factors
+        first, *middle, last = self.decomposition.factors
         z = self._mix(x, first[0].T)
         if _merges_kernel_cores(self.spec, self.rank):
             with self._weight_precision(x):
@@ -187,9 +187,9 @@ class TTLayer(FactorizedLayer):
 
     @torch.no_grad()
     def init_spectral(self, weight: Tensor) -> None:
-        tensor = weight.to(self.weight.factors[0].dtype).reshape(self.spec.tensor_shape)
+        tensor = weight.to(self.decomposition.factors[0].dtype).reshape(self.spec.tensor_shape)
         cores = tt_svd(tensor.movedim(0, -1), self.rank)
-        for p, t in zip(self.weight.factors, cores):
+        for p, t in zip(self.decomposition.factors, cores):
             p.copy_(t)
         balance_norms(self.factors())
 
@@ -239,7 +239,7 @@ class TTLayer(FactorizedLayer):
         """⟨W, W'⟩ by contracting the chain of cross-Gram matrices Σ G_k ⊗ G'_k (r_k, r'_k):
         O(Σ n_k r³)."""
         gram = None  # Σ over the left part: (r_k, r'_k)
-        for core, other_core in zip(self.weight.factors, other):
+        for core, other_core in zip(self.decomposition.factors, other):
             if gram is None:
                 gram = torch.einsum("anb,anc->bc", core, other_core)
             else:
@@ -253,7 +253,7 @@ class TTLayer(FactorizedLayer):
         W is invariant under G_k → G_k A, G_{k+1} → A⁻¹G_{k+1} on bond k, so gradient flow
         conserves each of these r_k × r_k differences.
         """
-        cores = list(self.weight.factors)
+        cores = list(self.decomposition.factors)
         diffs = []
         for left, right in zip(cores, cores[1:]):
             rows = left.reshape(-1, left.shape[-1])

@@ -159,37 +159,37 @@ class TuckerLayer(FactorizedLayer):
         shape = self.spec.tensor_shape
         core = nn.Parameter(torch.empty(rank, **factory))
         factors = [nn.Parameter(torch.empty(n, r, **factory)) for n, r in zip(shape, rank)]
-        self.weight = TuckerTensor(core, factors, shape=shape, rank=rank)
+        self.decomposition = TuckerTensor(core, factors, shape=shape, rank=rank)
 
     @property
     def rank(self) -> tuple[int, ...]:
-        return tuple(self.weight.rank)
+        return tuple(self.decomposition.rank)
 
     def factors(self) -> list[Tensor]:
-        return [self.weight.core, *self.weight.factors]
+        return [self.decomposition.core, *self.decomposition.factors]
 
     def reconstruct(self) -> Tensor:
-        return _mode_products(self.weight.core, list(self.weight.factors)).reshape(self.spec.weight_shape)
+        return _mode_products(self.decomposition.core, list(self.decomposition.factors)).reshape(self.spec.weight_shape)
 
     def frobenius_sq(self) -> Tensor:
-        core = self.weight.core
-        grams = [u.T @ u for u in self.weight.factors]
+        core = self.decomposition.core
+        grams = [u.T @ u for u in self.decomposition.factors]
         return (_mode_products(core, grams) * core).sum()
 
     def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
-        u_out, u_in, *spatial = self.weight.factors
+        u_out, u_in, *spatial = self.decomposition.factors
         z = self._mix(x, u_in.T)
         if spatial:
             with self._weight_precision(x):
-                kernel = _kernel(self.weight.core, spatial)
+                kernel = _kernel(self.decomposition.core, spatial)
             z = self._conv(z, kernel, range(len(spatial)), pad)
         else:
-            z = self._mix(z, self.weight.core)
+            z = self._mix(z, self.decomposition.core)
         return self._mix(z, u_out)
 
     @torch.no_grad()
     def init_spectral(self, weight: Tensor) -> None:
-        core, factors = tucker_hooi(weight.to(self.weight.core.dtype).reshape(self.spec.tensor_shape), self.rank)
+        core, factors = tucker_hooi(weight.to(self.decomposition.core.dtype).reshape(self.spec.tensor_shape), self.rank)
         for p, t in zip(self.factors(), [core, *factors]):
             p.copy_(t)
         balance_norms(self.factors())
@@ -237,8 +237,8 @@ class TuckerLayer(FactorizedLayer):
     def inner(self, other: Sequence[Tensor]) -> Tensor:
         """⟨W, W'⟩ = ⟨G ×_k U'_kᵀU_k, G'⟩ for ``other`` = [G', U'_1, …]. O(Σ n_k r_k² + r·Σ r_k)."""
         core, *factors = other
-        cross = [b.T @ a for a, b in zip(self.weight.factors, factors)]
-        return (_mode_products(self.weight.core, cross) * core).sum()
+        cross = [b.T @ a for a, b in zip(self.decomposition.factors, factors)]
+        return (_mode_products(self.decomposition.core, cross) * core).sum()
 
     def balancedness(self) -> Tensor:
         """(Σ_k ‖U_kᵀU_k − G₍ₖ₎G₍ₖ₎ᵀ‖²_F)^{1/2}, G₍ₖ₎ the mode-k unfolding (r_k, Π_{j≠k} r_j).
@@ -246,9 +246,9 @@ class TuckerLayer(FactorizedLayer):
         W is invariant under U_k → U_k A⁻¹, G → G ×_k A, so gradient flow conserves each
         U_kᵀU_k − G₍ₖ₎G₍ₖ₎ᵀ (the Tucker analog of UᵀU − VᵀV).
         """
-        core = self.weight.core
+        core = self.decomposition.core
         diffs = []
-        for k, u in enumerate(self.weight.factors):
+        for k, u in enumerate(self.decomposition.factors):
             unfolding = core.movedim(k, 0).reshape(core.shape[k], -1)
             diffs.append(torch.linalg.matrix_norm(u.T @ u - unfolding @ unfolding.T))
         return torch.stack(diffs).norm()
@@ -257,7 +257,7 @@ class TuckerLayer(FactorizedLayer):
         """With U_k = Q_k R_k: W = (G ×_k R_k) ×_k Q_k and the Q_k have orthonormal columns, so W₍ₘₐₜ₎
         shares its singular values with the small tensor G ×_k R_k unfolded the same way
         (:meth:`DenseSpec.unfold`). O(Σ n_k r_k² + r³)."""
-        small = _mode_products(self.weight.core, [torch.linalg.qr(u)[1] for u in self.weight.factors])
+        small = _mode_products(self.decomposition.core, [torch.linalg.qr(u)[1] for u in self.decomposition.factors])
         return torch.linalg.svdvals(self.spec.unfold(small))
 
 

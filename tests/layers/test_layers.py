@@ -76,11 +76,11 @@ def _tensorly_reconstruction(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
     (the factors cover the kernel axes of size > 1 only: the reshape restores the size-1 axes)."""
     with tl.backend_context("pytorch"):
         if layer.family == "cp":
-            tensor = tl.cp_to_tensor((layer.weight.weights, list(layer.weight.factors)))
+            tensor = tl.cp_to_tensor((layer.decomposition.weights, list(layer.decomposition.factors)))
         elif layer.family == "tucker":
-            tensor = tl.tucker_to_tensor((layer.weight.core, list(layer.weight.factors)))
+            tensor = tl.tucker_to_tensor((layer.decomposition.core, list(layer.decomposition.factors)))
         else:
-            tensor = tl.tt_to_tensor(list(layer.weight.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
+            tensor = tl.tt_to_tensor(list(layer.decomposition.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
     return tensor.reshape(layer.spec.weight_shape)
 
 
@@ -327,4 +327,4 @@ def test_kaiming_factors_draws_each_factor_at_its_forward_fan_in(family, monkeyp
     for shape, mean, std in drawn:
         assert mean == 0.0 and std == pytest.approx(expected[shape], rel=1e-12), (family, shape)
     if family == "cp":
-        assert (layer.weight.weights == 1).all()
+        assert (layer.decomposition.weights == 1).all()
