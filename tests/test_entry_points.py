@@ -37,18 +37,20 @@ def test_an_entry_point_family_trains_end_to_end(tmp_path):
                                             "broken = tdecomp_ring_missing:Nothing\n"
                                             "spec = tdecomp_ring:DenseSpec\n")
     out = tmp_path / "run"
-    run = _tdecomp(["train", "family=tensor_ring", "model=cnn", "data=digits", "epochs=1", "subset=256",
-                    "batch_size=64", "model_kwargs.width=0.5", "rank=0.3", "progress=false", f"out={out}"],
+    run = _tdecomp(["train", "family=tensor_ring", "family_options.closing_rank=3", "model=cnn", "data=digits",
+                    "epochs=1", "subset=256", "batch_size=64", "model_kwargs.width=0.5", "rank=0.3", "progress=false",
+                    f"out={out}"],
                    site, cwd=tmp_path)  # not the checkout: the family comes from the distribution only
     assert run.returncode == 0, run.stderr
     assert "skipping family entry point broken = tdecomp_ring_missing:Nothing (ModuleNotFoundError" in run.stderr
     assert "skipping family entry point spec = tdecomp_ring:DenseSpec (TypeError: DenseSpec is not a " in run.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert yaml.safe_load((out / "config.yaml").read_text())["family"] == "tensor_ring"
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["family"] == "tensor_ring" and config["family_options"] == {"closing_rank": 3}
     assert summary["epochs"] == 1 and 0 <= summary["test_acc"] <= 1
     assert 0 < summary["factorized_layer_ratio"] <= 0.3 * 1.02 and summary["params"] < summary["dense_params"]
     help_text = _tdecomp(["train", "--help"], site, cwd=RING.parents[1]).stdout  # it lists the packaged configs too
-    assert "tensor_ring" in help_text[help_text.index("family options"):]
+    assert "  tensor_ring:\n    closing_rank=2 {1, 2, 3, 4, 5, 6, 7, 8}: size of the bond" in help_text
 
 
 def test_without_the_distribution_the_family_is_unknown(tmp_path):

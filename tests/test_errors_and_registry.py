@@ -12,6 +12,7 @@ from torch import nn
 
 import tdecomp
 from tdecomp.layers import registry
+from tests.helpers import FAMILIES
 
 
 @pytest.mark.parametrize("family", ["svd", "Tucker", "", "tr"])
@@ -21,7 +22,7 @@ def test_unknown_family(family):
 
 
 @pytest.mark.parametrize("rank", [0, -3, 0.0, -0.5, math.nan, math.inf])
-@pytest.mark.parametrize("family", ["lowrank", "cp", "tucker", "tt"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_non_positive_rank(family, rank):
     with pytest.raises(ValueError, match="rank must be a positive"):
         tdecomp.factorize(nn.Conv2d(4, 4, 3), family, rank)

@@ -13,7 +13,6 @@ from torch.func import functional_call
 import tdecomp
 from tdecomp.layers.walk import call_with
 from tests.helpers import (
-    BUILTIN_FAMILIES,
     DENSE_CASES,
     FAMILIES,
     assert_rel_close,
@@ -186,7 +185,7 @@ def test_to_dense_state_dict_and_param_count(family, case):
     assert layer.param_ratio == pytest.approx(counted / sum(p.numel() for p in module.parameters()))
 
 
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)  # the ring's single rank moves in ~7% steps here
+@pytest.mark.parametrize("family", FAMILIES)
 def test_float_rank_hits_the_parameter_ratio(family):
     module = nn.Conv2d(128, 256, 3)
     for ratio in (0.05, 0.1, 0.25, 0.5):
@@ -269,10 +268,11 @@ FACTORS_3X3 = {  # nn.Conv2d(6, 8, 3) at explicit ranks: the layout every 2-D ke
     "cp": ((5,), ("R",), [(8, 5), (6, 5), (3, 5), (3, 5)]),
     "tucker": ((4, 3, 2, 3), ("c_out", "c_in", "k_h", "k_w"), [(4, 3, 2, 3), (8, 4), (6, 3), (3, 2), (3, 3)]),
     "tt": ((3, 4, 5), ("c_in|k_h", "k_h|k_w", "k_w|c_out"), [(1, 6, 3), (3, 3, 4), (4, 3, 5), (5, 8, 1)]),
+    "tensor_ring": ((3, 4, 5), ("c_in|k_h", "k_h|k_w", "k_w|c_out"), [(2, 6, 3), (3, 3, 4), (4, 3, 5), (5, 8, 2)]),
 }
 
 
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_3x3_conv_keeps_one_factor_per_mode(family):
     rank, names, shapes = FACTORS_3X3[family]
     layer = tdecomp.factorize(nn.Conv2d(6, 8, 3), family, rank)
@@ -328,3 +328,20 @@ def test_kaiming_factors_draws_each_factor_at_its_forward_fan_in(family, monkeyp
         assert mean == 0.0 and std == pytest.approx(expected[shape], rel=1e-12), (family, shape)
     if family == "cp":
         assert (layer.decomposition.weights == 1).all()
+
+
+@pytest.mark.parametrize("closing", [1, 3])
+def test_the_test_family_honours_its_option(closing):
+    """The tensor ring's ``closing_rank`` reaches its parameters, forward and SI; at 1 the ring is a TT."""
+    module, x = make_dense("conv3x2_s21_reflect")
+    layer = tdecomp.factorize(module, "tensor_ring", 0.5, closing_rank=closing, implementation="factorized")
+    assert layer.family_options == {"closing_rank": closing}
+    first, *_, last = layer.factors()
+    assert first.shape[0] == last.shape[2] == closing
+    weights = sum(f.numel() for f in layer.factors())
+    assert type(layer).count_params(layer.spec, layer.rank, closing_rank=closing) == weights
+    assert type(layer).count_params(layer.spec, layer.rank) != weights  # the default is 2
+    assert_rel_close(layer(x), dense_oracle(module, layer, x), 1e-10, f"ring closing {closing}")
+    if closing == 1:
+        tt = tdecomp.factorize(module, "tt", layer.rank)
+        assert_rel_close(layer.reconstruct(), tt.reconstruct(), 1e-8, "a ring closed by a bond of 1 is TT-SVD's TT")
