@@ -52,7 +52,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from tdecomp.layers.base import Factorized, FactorizedLayer
+from tdecomp.layers.base import FactorizedLayer
+from tdecomp.layers.factorized import Factorized
 from tdecomp.layers.spec import CONV_TYPES, DenseSpec, matricize
 from tdecomp.layers.walk import call_with, named_outermost
 from tdecomp.run_files import DYNAMICS

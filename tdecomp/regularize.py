@@ -27,7 +27,7 @@ from collections.abc import Collection, Hashable
 import torch
 from torch import Tensor, nn
 
-from .layers.base import Factorized
+from .layers.factorized import Factorized
 from .layers.walk import call_with, named_outermost
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)

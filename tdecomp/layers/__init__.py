@@ -5,8 +5,9 @@ module walks and functional calls (:mod:`.walk`), the dense geometry (:mod:`.spe
 """
 
 from .attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
-from .base import IMPLEMENTATIONS, Factorized, FactorizedLayer
+from .base import IMPLEMENTATIONS, FactorizedLayer
 from .cp import CPLayer
+from .factorized import Factorized
 from .lowrank import LowRankLayer
 from .ranks import RankScale
 from .registry import available_families, get_family, register_family

@@ -1,74 +1,47 @@
-"""The one interface every factorized layer implements.
+"""The one interface every factorized layer implements: the family contract.
 
-A family is one subclass of :class:`FactorizedLayer` registered with
-:func:`~tdecomp.layers.registry.register_family`. It declares how ranks map to parameters
-(``_ranks_at_scale``, ``count_params``, ``max_ranks``) and how its factors reconstruct, convolve,
-decay and initialize; everything else — bias, the dense fallback forward, ``to_dense``, parameter
-counts — lives here once, with rank parsing in :mod:`.ranks` and the cost model in :mod:`.cost`.
+A family is one subclass of :class:`FactorizedLayer` in one file, registered with
+:func:`~tdecomp.layers.registry.register_family`. It declares its tensor format and SI
+(``_build``, ``factors``, ``reconstruct``, ``init_spectral``), its forward chain
+(``_forward_factorized``), Frobenius/inner/balancing, how ranks map to parameters
+(``_ranks_at_scale``, ``count_params``, ``max_ranks``), and optionally its ``options`` schema,
+cost model, ``energy_curves``, ``factor_inits``, ``separable`` carrier, attention heads
+(:func:`~tdecomp.layers.attention.register_heads`) and ``tltorch`` counterpart. Everything else
+lives once in the mixins and helpers by job: :mod:`.dense` (dense-module attributes),
+:mod:`.execution` (forward, implementation choice), :mod:`.diagnostics` (defaults the dynamics
+tracker reads), :mod:`.ranks`, :mod:`.cost`, :mod:`.options`.
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
-from . import choice, ranks
-from .cost import Cost, Grid, auto_choice, batch_and_grid, reconstructed_cost
+from . import ranks
+from .cost import Cost, Grid
 from .dense import DenseCompatible
+from .diagnostics import Diagnostics
 from .energy import EnergyCurve
+from .execution import IMPLEMENTATIONS, Execution
+from .factorized import Factorized
 from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
 from .registry import FAMILIES
-from .spec import DenseSpec, matricize
-from .walk import call_with
+from .spec import DenseSpec
 
 if TYPE_CHECKING:
     from .._tltorch import TltorchFormat
     from .separable import SeparableCarrier
 
-IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
 
-
-class Factorized(nn.Module, ABC):
-    """Anything whose weights are products of factors and can be Frobenius-decayed.
-
-    :func:`tdecomp.frobenius_decay` and :func:`tdecomp.param_groups` recognise modules by this
-    type, so new factorized modules (e.g. attention) join the regularizer without edits there.
-    """
-
-    @abstractmethod
-    def frobenius_sq(self) -> Tensor:
-        """Σ ‖W‖²_F over the module's reconstructed weights, from factor Gram identities."""
-
-    def factor_parameters(self) -> list[nn.Parameter]:
-        """The parameters that are factors (everything except biases)."""
-        return [p for name, p in self.named_parameters() if not name.endswith("bias")]
-
-    def balancing_scales(self) -> list[tuple[nn.Parameter, Tensor]]:
-        """``(parameter, scale)`` pairs whose products ``parameter * scale`` leave the module's
-        function unchanged and balance its factor norms; :func:`tdecomp.rebalance` applies them.
-
-        Frobenius decay penalizes only the products, so it is blind to rescalings between factors
-        (T_j·c, T_k/c); with more than two factors discrete SGD drifts along them until one factor
-        is tiny, its gradient (∝ 1/‖T_k‖) huge and a step overshoots to NaN. Default: none.
-        """
-        return []
-
-    @property
-    def num_params(self) -> int:
-        """Number of parameters the module holds (factors and bias)."""
-        return sum(p.numel() for p in self.parameters())
-
-
-class FactorizedLayer(Factorized, DenseCompatible):
+class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
     """A dense ``nn.Linear``/``nn.Conv{1,2,3}d`` whose weight is a low-rank, CP, Tucker or TT product.
 
     Args:
@@ -230,56 +203,6 @@ class FactorizedLayer(Factorized, DenseCompatible):
         raise ValueError(f"rank allocation by the trained weight needs family {cls.family!r} to define "
                          "energy_curves; use allocation='uniform' for it")
 
-    # ------------------------------------------------------------------ dynamics (analysis/)
-    # Not abstract: the defaults below are exact for any family whose weight is multilinear in
-    # its factors (each factor enters once, linearly). The built-in families override all three
-    # with cheaper factor-only computations.
-    def inner(self, other: Sequence[Tensor]) -> Tensor:
-        """⟨W, W'⟩_F, where W' is the weight this layer would have with ``other`` as its factors.
-
-        ``other`` matches :meth:`factors` entry by entry (same shapes, e.g. a detached snapshot
-        of this layer's factors at an earlier step); ``inner(factors())`` equals
-        :meth:`frobenius_sq`. Scalar tensor. Built-in families compute it from cross-Gram
-        matrices of the two factor sets; the default reconstructs both W and W'.
-        """
-        return (self.reconstruct() * self._reconstruct_with(other)).sum()
-
-    def balancedness(self) -> Tensor:
-        """How far the factors are from balanced: a norm of quantities gradient flow conserves.
-
-        Each family sums ‖D‖²_F over the conserved Gram differences D of its adjacent factor
-        pairs and returns the square root (its docstring gives D). Gradient flow on any loss of
-        W alone (including Frobenius decay) leaves every D unchanged; plain weight decay λ on the
-        factors shrinks them as e^{−2λt}. Scalar tensor, 0 for balanced factors.
-
-        Default: D_k = ‖F_k‖²_F − ‖F_{k+1}‖²_F over consecutive :meth:`factors`. W multilinear
-        in the factors is invariant under F_k → cF_k, F_{k+1} → F_{k+1}/c, so gradient flow
-        conserves D_k (the trace of the Gram differences the built-in families report).
-        """
-        sq = torch.stack([f.square().sum() for f in self.factors()])
-        return (sq[:-1] - sq[1:]).norm()
-
-    def singular_values(self) -> Tensor:
-        """Singular values (descending) of W's matricization :func:`matricize`.
-
-        Default: reconstruct W and take ``svdvals`` of the m × n matrix (``spec.matrix_shape``),
-        O(mn·min(m, n)); families with orthogonalizable factors override it
-        with QR of the factors and an SVD of a small core.
-        """
-        return torch.linalg.svdvals(matricize(self.reconstruct(), self.spec))
-
-    def _reconstruct_with(self, factors: Sequence[Tensor]) -> Tensor:
-        """:meth:`reconstruct` with the parameters that :meth:`factors` returns replaced by ``factors``."""
-        names = {id(p): name for name, p in self.named_parameters()}
-        mine = self.factors()
-        missing = [i for i, f in enumerate(mine) if id(f) not in names]
-        if missing or len(factors) != len(mine):
-            raise NotImplementedError(
-                f"family {self.family!r}: the default inner() needs factors() to return its parameters "
-                f"and {len(mine)} replacements; override inner() instead"
-            )
-        return call_with(self, "reconstruct", {names[id(f)]: o for f, o in zip(mine, factors)})
-
     # ------------------------------------------------------------------ construction
     resolve_rank = classmethod(ranks.resolve_rank)
     _clamp = classmethod(ranks.clamp)
@@ -363,66 +286,6 @@ class FactorizedLayer(Factorized, DenseCompatible):
             bound = 1.0 / math.sqrt(self.spec.fan_in)
             self.bias.uniform_(-bound, bound)
 
-    # ------------------------------------------------------------------ cost model
-    def macs(self, input_shape: Sequence[int], implementation: str | None = None) -> int:
-        """Multiply-accumulates of one forward on an input of ``input_shape`` (:meth:`Cost.total_macs`).
-
-        ``implementation`` defaults to the one :meth:`forward` runs. The dense layer's count is
-        N·P_out·numel(W) (P_out output positions per sample); the ratio of the two is the benchmarks' FLOP ratio.
-        """
-        impl = self.choose_implementation(input_shape) if implementation is None else implementation
-        check_choice("implementation", impl, IMPLEMENTATIONS[:2])
-        batch, grid = batch_and_grid(self.spec, input_shape)
-        cls, options = type(self), self.family_options
-        if impl == "factorized":
-            return cls._factorized_cost(self.spec, self.rank, grid, **options).total_macs(batch)
-        return reconstructed_cost(cls, self.spec, self.rank, grid, options).total_macs(batch)
-
-    def choose_implementation(self, input_shape: Sequence[int]) -> str:
-        """The implementation :meth:`forward` runs on an input of ``input_shape``: the fixed one, or
-        for ``"auto"`` the one with the lower forward cost (:func:`~tdecomp.layers.cost.auto_choice`).
-        On CUDA :meth:`forward` measures instead (:mod:`tdecomp.layers.choice`)."""
-        if self.implementation != "auto":
-            return self.implementation
-        batch, grid = batch_and_grid(self.spec, input_shape)
-        return auto_choice(type(self), self.spec, self.rank, batch, grid, self.family_options)
-
-    # ------------------------------------------------------------------ the interface
-    def forward(self, x: Tensor) -> Tensor:
-        return self._run(x, self._implementation_for(x))
-
-    def _implementation_for(self, x: Tensor) -> str:
-        """The implementation for input ``x``: fixed, or for ``"auto"`` the choice cached on this
-        layer per (shape, dtype, device) — measured on :data:`choice.MEASURED_DEVICES` in eager
-        mode, else :meth:`choose_implementation`. Under ``torch.compile`` only the cache and the
-        cost model run (traced to constants), never a timing."""
-        if self.implementation != "auto":
-            return self.implementation
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        key = (tuple(x.shape), dtype, x.device)
-        cached = self._choices.get(key)
-        if cached is not None:
-            return cached
-        if x.device.type in choice.MEASURED_DEVICES and not torch.compiler.is_compiling():
-            geometry = (type(self), self.spec, self.rank, tuple(self.family_options.items()), *key)
-            params = [p for p in self.parameters() if p.requires_grad]
-            chosen = choice.measure(geometry, self._run, x, params)
-        else:
-            chosen = self.choose_implementation(x.shape)
-        self._choices[key] = chosen
-        return chosen
-
-    def _run(self, x: Tensor, implementation: str) -> Tensor:
-        if implementation == "reconstructed":
-            with self._weight_precision(x):
-                weight = self.reconstruct()
-            return self.spec.functional(x, weight, self.bias)
-        pad: tuple[int, ...] = ()
-        if self.spec.is_conv:
-            x, pad = self.spec.pad_input(x)
-        out = self._forward_factorized(x, pad)
-        return out if self.bias is None else out + self.spec.bias_view(self.bias)
-
     def to_dense(self) -> nn.Module:
         """An ``nn.Linear``/``nn.Conv{1,2,3}d`` computing exactly this layer's function."""
         bias = None if self.bias is None else self.bias.detach()
@@ -444,32 +307,3 @@ class FactorizedLayer(Factorized, DenseCompatible):
             f"family={self.family}, {s.kind}({geometry}), rank={self.rank}, "
             f"params={self.num_params} ({self.param_ratio:.3f} of dense)"
         )
-
-    # ------------------------------------------------------------------ helpers for families
-    @staticmethod
-    def _weight_precision(x: Tensor) -> torch.autocast:
-        """Build weights from factors in the factors' precision even under autocast: a product of
-        3–4 factors rounded to bf16 at every stage loses ~3 significant bits; the weight is small
-        and the op that uses it is cast to the autocast dtype anyway."""
-        return torch.autocast(x.device.type, enabled=False)
-
-    def _mix(self, x: Tensor, weight: Tensor) -> Tensor:
-        """Channel mixing by ``weight`` (out, in): a matmul on the last dim, or a 1-tap conv."""
-        if self.spec.is_conv:
-            return self._conv(x, weight, (), (0,) * self.spec.n_spatial)
-        return F.linear(x, weight)
-
-    def _conv(
-        self, x: Tensor, weight: Tensor, modes: Sequence[int], pad: Sequence[int], groups: int = 1
-    ) -> Tensor:
-        """Convolution by ``weight`` (o, i/groups, *kernel over ``modes``) over the factor ``modes``.
-
-        ``modes`` index :attr:`DenseSpec.factor_axes` (the kernel axes of size > 1); the dense
-        layer's stride/padding/dilation apply there, the other spatial axes see a 1-tap kernel.
-        """
-        spec = self.spec
-        axes = [spec.factor_axes[m] for m in modes]
-        kernel = [1] * spec.n_spatial
-        for a, k in zip(axes, weight.shape[2:]):
-            kernel[a] = k
-        return spec.axis_conv(x, weight.reshape(*weight.shape[:2], *kernel), axes, pad, groups)

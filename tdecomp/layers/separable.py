@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from .._budget import allocate
 from .._validation import check_choice
-from .base import Factorized, FactorizedLayer
+from .base import FactorizedLayer
+from .factorized import Factorized
 from .ranks import RankScale
 from .registry import available_families, get_family
 from .spec import CONV_TYPES, DenseSpec

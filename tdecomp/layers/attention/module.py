@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..._budget import allocate
 from ..._validation import check_choice
 from ...init import INIT_METHODS
-from ..base import Factorized
+from ..factorized import Factorized
 from ..ranks import Rank
 from .geometry import AttentionSpec, _default_product_stds, _dense_heads
 from .heads import default_heads, get_heads

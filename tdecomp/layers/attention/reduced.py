@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Factorized
+from ..factorized import Factorized
 from ..lowrank import LowRankHeads
 
 # the fork's additive mask value (transformer.py:561,566)
