@@ -22,6 +22,7 @@ from tdecomp.layers import DenseSpec, FactorizedLayer, register_family
 from tdecomp.layers.cost import Cost, Grid
 from tdecomp.layers.energy import EnergyCurve
 from tdecomp.layers.options import FamilyOption
+from tdecomp.layers.tt import TTLayer
 
 CLOSING_RANK = FamilyOption("closing_rank", int, 2, "size of the bond that closes the ring, carried in the "
                             "channels by the forward (1: a tensor train)", tuple(range(1, 9)))
@@ -74,16 +75,15 @@ class TensorRingLayer(FactorizedLayer):
 
     @classmethod
     def max_ranks(cls, spec: DenseSpec) -> tuple[int | None, ...]:
-        n = _modes(spec)
-        return tuple(min(math.prod(n[:k]), math.prod(n[k:])) for k in range(1, len(n)))
+        return TTLayer.max_ranks(spec)  # the open bonds are bounded as a TT's over the same modes
 
     @classmethod
     def _ranks_at_scale(cls, spec: DenseSpec, scale: float, **options: Any) -> tuple[int, ...]:
-        return cls._clamp(spec, [round(scale * m) for m in cls.max_ranks(spec)])
+        return TTLayer._ranks_at_scale(spec, scale)  # each bond at scale × its bound, as TT
 
     @classmethod
     def _ranks_from_int(cls, spec: DenseSpec, rank: int, **options: Any) -> tuple[int, ...]:
-        return (rank,) * (len(_modes(spec)) - 1)
+        return TTLayer._ranks_from_int(spec, rank)
 
     @classmethod
     def count_params(cls, spec: DenseSpec, rank: Sequence[int], closing_rank: int = CLOSING_RANK.default,

@@ -16,6 +16,7 @@ factorized layer replaces, read from its :class:`~tdecomp.layers.spec.DenseSpec`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +30,18 @@ CONV_ATTRIBUTES = frozenset(
 )
 # where CP/Tucker/TT layers keep their tltorch tensor; older checkpoints stored it as ``weight``
 DECOMPOSITION, OLD_DECOMPOSITION = "decomposition", "weight"
+
+
+def _from_spec(name: str, read: Callable[[DenseSpec], Any]) -> property:
+    """A read-only property ``name`` = ``read(self.spec)`` on the layers whose dense module has it."""
+
+    def get(self: DenseCompatible) -> Any:
+        if name not in self._dense_attributes():
+            # the property's AttributeError sends Python to nn.Module.__getattr__, which names the class
+            raise AttributeError(name)
+        return read(self.spec)
+
+    return property(get, doc=f"The dense module's ``{name}`` (from ``spec``).")
 
 
 class DenseCompatible(nn.Module):
@@ -46,12 +59,6 @@ class DenseCompatible(nn.Module):
         """The names this layer's dense module has (a conv's or a Linear's)."""
         return CONV_ATTRIBUTES if self.spec.is_conv else LINEAR_ATTRIBUTES
 
-    def _dense(self, name: str, value: Any) -> Any:
-        if name not in self._dense_attributes():
-            # the property's AttributeError sends Python to nn.Module.__getattr__, which names the class
-            raise AttributeError(name)
-        return value
-
     @property
     def weight(self) -> Tensor:
         """Placeholder of the dense weight (shape ``spec.weight_shape``, the layer's dtype and device):
@@ -64,45 +71,16 @@ class DenseCompatible(nn.Module):
                                  "shape, dtype and device; the factors hold W (reconstruct() builds it)")
         super().__setattr__(name, value)
 
-    @property
-    def in_features(self) -> int:
-        return self._dense("in_features", self.spec.in_channels)
-
-    @property
-    def out_features(self) -> int:
-        return self._dense("out_features", self.spec.out_channels)
-
-    @property
-    def in_channels(self) -> int:
-        return self._dense("in_channels", self.spec.in_channels)
-
-    @property
-    def out_channels(self) -> int:
-        return self._dense("out_channels", self.spec.out_channels)
-
-    @property
-    def kernel_size(self) -> tuple[int, ...]:
-        return self._dense("kernel_size", self.spec.kernel_size)
-
-    @property
-    def stride(self) -> tuple[int, ...]:
-        return self._dense("stride", self.spec.stride)
-
-    @property
-    def padding(self) -> tuple[int, ...] | str:
-        return self._dense("padding", self.spec.padding)
-
-    @property
-    def dilation(self) -> tuple[int, ...]:
-        return self._dense("dilation", self.spec.dilation)
-
-    @property
-    def groups(self) -> int:
-        return self._dense("groups", 1)  # DenseSpec refuses grouped convs
-
-    @property
-    def padding_mode(self) -> str:
-        return self._dense("padding_mode", self.spec.padding_mode)
+    in_features = _from_spec("in_features", lambda spec: spec.in_channels)
+    out_features = _from_spec("out_features", lambda spec: spec.out_channels)
+    in_channels = _from_spec("in_channels", lambda spec: spec.in_channels)
+    out_channels = _from_spec("out_channels", lambda spec: spec.out_channels)
+    kernel_size = _from_spec("kernel_size", lambda spec: spec.kernel_size)
+    stride = _from_spec("stride", lambda spec: spec.stride)
+    padding = _from_spec("padding", lambda spec: spec.padding)
+    dilation = _from_spec("dilation", lambda spec: spec.dilation)
+    groups = _from_spec("groups", lambda spec: 1)  # DenseSpec refuses grouped convs
+    padding_mode = _from_spec("padding_mode", lambda spec: spec.padding_mode)
 
 
 def _rename_old_decomposition_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
