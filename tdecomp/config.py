@@ -277,9 +277,9 @@ def canonical_family_options(family: str, options: dict[str, Any]) -> dict[str, 
 def migrate_family_options(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` of a config file with the keys of :data:`LEGACY_OPTION_KEYS` moved into ``family_options``.
 
-    Run folders written before family options had their own key hold the low-rank family's two
-    options at the top level (always written, applied to that family only when not at their
-    default); they must still load, resume and be recognised as the same run. An option the
+    Run folders written before family options had their own key hold these options at the top
+    level (always written, applied only to the family that declares them and only away from their
+    defaults); they must still load, resume and be recognised as the same run. An option the
     run's family does not declare had no effect and is dropped.
     """
     if not any(key in values for key in LEGACY_OPTION_KEYS):
