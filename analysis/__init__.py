@@ -5,10 +5,9 @@ from .compare import plot_accuracy_vs_params
 from .dynamics import DynamicsTracker, layer_series, read_dynamics
 from .norm_matching import NormMatching
 from .plots import plot_runs
-from .style import FAMILY_MARKERS, METHOD_COLOURS, PALETTE, family_marker, method_colour
+from .style import METHOD_COLOURS, PALETTE, family_marker, method_colour
 
 __all__ = [
-    "FAMILY_MARKERS",
     "METHOD_COLOURS",
     "PALETTE",
     "DynamicsTracker",

@@ -6,7 +6,7 @@
 
     {"step": 100, "layers": {"features.3": {"family": "lowrank", "norm": 2.1, ...}, ...}}
 
-Per layer (W the layer's weight, W₍ₘₐₜ₎ its matricization :func:`~tdecomp.layers.base.matricize`,
+Per layer (W the layer's weight, W₍ₘₐₜ₎ its matricization :func:`~tdecomp.layers.spec.matricize`,
 (c_out·k_h) × (c_in·k_w) for a 2-D kernel, c_out × (c_in·k) for a 1-D one, σ its
 singular values, η the learning rate of the optimizer group holding the layer, λ that group's
 decay — the Frobenius-decay coefficient under FD, else its weight decay —, α its momentum):
@@ -51,10 +51,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from tdecomp.layers.base import Factorized, FactorizedLayer, matricize
-from tdecomp.layers.spec import CONV_TYPES, DenseSpec
+from tdecomp.layers.base import FactorizedLayer
+from tdecomp.layers.factorized import Factorized
+from tdecomp.layers.spec import CONV_TYPES, DenseSpec, matricize
+from tdecomp.layers.walk import call_with, named_outermost
 from tdecomp.run_files import DYNAMICS
 from tdecomp.train.callbacks import Callback, StepInfo
 
@@ -95,17 +96,6 @@ class _DenseView:
         return torch.linalg.svdvals(matricize(self.weight, self.spec))
 
 
-class _Call(nn.Module):
-    """Runs ``fn(layer)`` as a forward, so :func:`functional_call` can swap in float64 factors."""
-
-    def __init__(self, layer: FactorizedLayer) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, fn: Any) -> Any:
-        return fn(self.layer)
-
-
 @dataclass
 class _Tracked:
     name: str
@@ -119,33 +109,27 @@ class _Tracked:
         """``fn(view)`` with the layer's parameters and buffers cast to float64 (W never formed)."""
         if self.family == "dense":
             return fn(_DenseView(self.module.weight.detach().double(), self.spec))
-        state = {f"layer.{n}": t.detach().double() for n, t in self.module.named_parameters()}
-        state |= {f"layer.{n}": t.double() for n, t in self.module.named_buffers()}
-        return functional_call(_Call(self.module), state, (fn,))
+        state = {n: t.detach().double() for n, t in self.module.named_parameters()}
+        state |= {n: t.double() for n, t in self.module.named_buffers()}
+        return call_with(self.module, fn, state)
 
 
 def _tracked_layers(model: nn.Module, svd_max_dim: int) -> list[_Tracked]:
-    """Factorized layers and dense Linear/Conv{1,2,3}d weights, outermost first, in module order."""
+    """Factorized layers and dense Linear/Conv{1,2,3}d weights, outermost first, in module order
+    (nothing inside a factorized module: attention has no per-layer dynamics interface yet)."""
     found: list[_Tracked] = []
 
     def small(spec: DenseSpec) -> bool:
         return min(spec.matrix_shape) <= svd_max_dim
 
-    def visit(prefix: str, module: nn.Module) -> None:
+    for name, module in named_outermost(model, (Factorized, nn.Linear, *CONV_TYPES), remove_duplicate=False):
         if isinstance(module, FactorizedLayer):
             factor_svd = type(module).singular_values is not FactorizedLayer.singular_values
             cheap = factor_svd or small(module.spec)
-            found.append(_Tracked(prefix, module.family, module, module.spec, module.factor_parameters(), cheap))
-            return
-        if isinstance(module, Factorized):  # attention: no per-layer dynamics interface yet
-            return
-        if isinstance(module, (nn.Linear, *CONV_TYPES)) and getattr(module, "groups", 1) == 1:
+            found.append(_Tracked(name, module.family, module, module.spec, module.factor_parameters(), cheap))
+        elif not isinstance(module, Factorized) and getattr(module, "groups", 1) == 1:
             spec = DenseSpec.from_module(module)
-            found.append(_Tracked(prefix, "dense", module, spec, [module.weight], small(spec)))
-        for name, child in module.named_children():
-            visit(f"{prefix}.{name}" if prefix else name, child)
-
-    visit("", model)
+            found.append(_Tracked(name, "dense", module, spec, [module.weight], small(spec)))
     return found
 
 

@@ -2,14 +2,18 @@
 
 Colours are the Okabe–Ito palette (distinguishable under the common colour-vision deficiencies):
 each regularizer gets a hue pair, dark for spectral init (SI) and light for random init, so a
-reader can tell FD from WD at a glance in any figure. Methods and families not listed here (a
-user's own family, a label such as ``norm-matched``) get the fallbacks, in first-seen order.
+reader can tell FD from WD at a glance in any figure. Markers: ``*`` for dense, then the
+registered families take :data:`FAMILY_MARKERS` in sorted name order (the built-in four: cp ``s``,
+lowrank ``o``, tt ``D``, tucker ``^``). Methods and families not listed (a label such as
+``norm-matched``, a family name that is not registered) get the fallbacks, in first-seen order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+from tdecomp.layers.registry import available_families
 
 METHOD_COLOURS: dict[str, str] = {
     "dense": "#000000",
@@ -23,8 +27,9 @@ METHOD_COLOURS: dict[str, str] = {
 NORM_MATCHED_COLOUR = "#CC79A7"  # reddish purple: a norm-matched run of any method
 FALLBACK_COLOURS = ("#7F7F7F", "#8C564B", "#BCBD22", "#17BECF", "#9467BD")
 
-FAMILY_MARKERS: dict[str, str] = {"dense": "*", "lowrank": "o", "cp": "s", "tucker": "^", "tt": "D"}
-FALLBACK_MARKERS = ("v", "P", "X", "h", "<", ">")
+DENSE_MARKER = "*"
+FAMILY_MARKERS = ("s", "o", "D", "^", "v", "P", "X", "h")  # the registered families', in sorted name order
+FALLBACK_MARKERS = ("<", ">", "p", "d")
 
 # Okabe–Ito in a fixed order, for figures whose series are neither methods nor families
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -49,9 +54,12 @@ def method_colour(method: str) -> str:
 
 
 def family_marker(family: str) -> str:
-    """The marker of ``family`` (``lowrank`` ``o``, ``cp`` ``s``, ``tucker`` ``^``, ``tt`` ``D``)."""
-    if family in FAMILY_MARKERS:
-        return FAMILY_MARKERS[family]
+    """The marker of ``family``: ``*`` for dense, the registered families' by their sorted names."""
+    if family == "dense":
+        return DENSE_MARKER
+    registered = available_families()
+    if family in registered:
+        return FAMILY_MARKERS[registered.index(family) % len(FAMILY_MARKERS)]
     if family not in _seen_families:
         _seen_families.append(family)
     return FALLBACK_MARKERS[_seen_families.index(family) % len(FALLBACK_MARKERS)]

@@ -16,7 +16,7 @@ import torch
 
 from tdecomp import factorize_model, models
 from tdecomp.bench.report import TRACKER_OVERHEAD, train_target
-from tdecomp.layers.base import FAMILIES
+from tdecomp.layers.registry import FAMILIES
 
 SI_BOUND_S = 30.0
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from tdecomp.cli import main as tdecomp_main
+from tdecomp.layers.registry import available_families
 from tdecomp.run_files import SUMMARY
 
 
@@ -33,7 +34,7 @@ def jobs(sources: list[str], families: list[str], allocations: list[str], ranks:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sources", nargs="+", help="trained dense run folders (one per seed)")
-    parser.add_argument("--families", default="lowrank,cp,tucker,tt")
+    parser.add_argument("--families", default=",".join(available_families()), help="default: every registered one")
     parser.add_argument("--allocations", default="uniform,energy,stable-rank")
     parser.add_argument("--ranks", default="0.1,0.05,0.02", help="parameter ratios (floats)")
     parser.add_argument("--root", default="runs/compress", help="where the compressed runs go")

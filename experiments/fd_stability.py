@@ -7,7 +7,7 @@ factorized; SGD momentum 0.9, lr 0.05, batch 128, λ = 5·10⁻⁴ as FD coeffic
 loss as the trainer does (loss + λ/2·Σ‖W‖²_F). A run stops at its first non-finite loss.
 
     python -m tdecomp.experiments.fd_stability --families tucker --inits random --seeds 3 --steps 320
-    python -m tdecomp.experiments.fd_stability --rebalance off --tucker-spatial squashed ...  # before the fix
+    python -m tdecomp.experiments.fd_stability --rebalance off --family-option fixed_spatial=false ...  # before the fix
 
 Prints one line per run and a table (NaN count per family × init); ``--out FILE.json`` keeps
 the per-run records (including the balancedness trajectory every ``--track`` steps) for
@@ -21,9 +21,11 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
 
 import tdecomp
@@ -69,15 +71,17 @@ def train_run(
     widths: Sequence[int] = (64, 128, 128, 128),
     ratio: float = 0.1,
     rebalance: bool = True,
-    tucker_spatial: str = "full",
+    family_options: dict[str, Any] | None = None,
     track: int = 0,
 ) -> dict:
     """Train one model; returns ``nan_step`` (first non-finite loss, or None), test accuracy and
-    the tracked ``(step, max factor norm, max balancedness)`` trajectory."""
+    the tracked ``(step, max factor norm, max balancedness)`` trajectory. ``family_options`` are
+    given to the families that declare them (their option schema), the others ignore them."""
     x, y, xt, yt = data
     torch.manual_seed(seed)
     model = conv1x5_net(widths)
-    options = {"fixed_spatial": tucker_spatial == "full"} if family == "tucker" else {}
+    declared = {o.name for o in tdecomp.get_family(family).options}
+    options = {k: v for k, v in (family_options or {}).items() if k in declared}
     tdecomp.factorize_model(model, family, ratio, init=init, progress=False, **options)
     optimizer = torch.optim.SGD(tdecomp.param_groups(model, LAMBDA, LAMBDA), lr=LR, momentum=MOMENTUM)
     order = torch.randperm(len(x))
@@ -102,8 +106,20 @@ def train_run(
     with torch.no_grad():
         acc = float((model(xt).argmax(1) == yt).float().mean()) if nan_step is None else float("nan")
     return {"family": family, "init": init, "seed": seed, "rebalance": rebalance,
-            "tucker_spatial": tucker_spatial, "nan_step": nan_step,
+            "family_options": options, "nan_step": nan_step,
             "test_acc": acc, "trajectory": trajectory}
+
+
+def parse_family_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["fixed_spatial=false"]`` → ``{"fixed_spatial": False}``; each name must be some family's option."""
+    declared = {o.name for f in tdecomp.available_families() for o in tdecomp.get_family(f).options}
+    options = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in declared:
+            raise SystemExit(f"--family-option {item!r}: expected NAME=VALUE with NAME one of {sorted(declared)}")
+        options[name] = yaml.safe_load(raw)
+    return options
 
 
 def plot(records: list[dict], out: str) -> None:
@@ -134,20 +150,22 @@ def plot(records: list[dict], out: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", nargs="+", default=["lowrank", "cp", "tucker", "tt"])
+    parser.add_argument("--families", nargs="+", default=list(tdecomp.available_families()))
     parser.add_argument("--inits", nargs="+", default=["random", "spectral"])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 128, 128])
     parser.add_argument("--ratio", type=float, default=0.1)
     parser.add_argument("--rebalance", choices=["on", "off"], default="on")
-    parser.add_argument("--tucker-spatial", choices=["full", "squashed"], default="full",
-                        help="Tucker spatial ranks: full (the default now) or scaled like channels (before)")
+    parser.add_argument("--family-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a family option (YAML value), given to the families that declare it, e.g. "
+                             "fixed_spatial=false: Tucker's kernel ranks scaled like the channels (before the fix)")
     parser.add_argument("--track", type=int, default=0, help="record factor norms every N steps (0: off)")
     parser.add_argument("--out", default="", help="append the run records to this JSON-lines file")
     parser.add_argument("--plot", default="", help="draw the trajectories in --out to this image and exit")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    family_options = parse_family_options(args.family_option)
     if args.plot:
         with open(args.out) as f:
             records = [json.loads(line) for line in f if line.strip()]
@@ -161,7 +179,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 tic = time.perf_counter()
                 r = train_run(data, family, init, seed, steps=args.steps, widths=args.widths, ratio=args.ratio,
-                              rebalance=args.rebalance == "on", tucker_spatial=args.tucker_spatial,
+                              rebalance=args.rebalance == "on", family_options=family_options,
                               track=args.track)
                 table.setdefault((family, init), []).append(r)
                 print(f"{family:8s} {init:8s} seed {seed} rebalance={args.rebalance}: nan_step={r['nan_step']} "
@@ -169,7 +187,7 @@ def main() -> None:
                 if args.out:
                     with open(args.out, "a") as f:
                         f.write(json.dumps(r) + "\n")
-    print(f"\nrebalance={args.rebalance}, tucker spatial {args.tucker_spatial}, {args.steps} steps, "
+    print(f"\nrebalance={args.rebalance}, family options {family_options}, {args.steps} steps, "
           f"widths {args.widths}, ratio {args.ratio}")
     print("| family | init | NaN runs | mean test acc (finite runs) |\n|---|---|---|---|")
     for (family, init), runs in table.items():

@@ -89,6 +89,14 @@ def _mttkrp(tensor: Tensor, factors: Sequence[Tensor], mode: int) -> Tensor:
     return torch.einsum(expr, tensor, *(f for i, f in enumerate(factors) if i != mode))
 
 
+def product_frobenius_sq(u: Tensor, v: Tensor) -> Tensor:
+    """Σ over leading dims of ‖U Vᵀ‖²_F = tr((UᵀU)(VᵀV)) for U (*, m, r), V (*, n, r).
+
+    O((m+n)r²) per matrix; U Vᵀ (m, n) is never formed.
+    """
+    return ((u.mT @ u) * (v.mT @ v)).sum()
+
+
 def _hadamard_grams(factors: Sequence[Tensor], skip: int | None = None) -> Tensor:
     """∗_{k≠skip} A_kᵀ A_k: the Gram of the Khatri–Rao product of the other factors (R, R)."""
     out = None

@@ -14,12 +14,20 @@ class Registry(Generic[T]):
     """A mapping from names to objects, filled by the :meth:`register` decorator.
 
     ``kind`` is the argument name used in errors, e.g. ``family='svd' is not valid; expected one
-    of: 'cp', 'lowrank', …``.
+    of: 'cp', 'lowrank', …``. ``load``, if given, runs once, when the registry is first queried
+    (e.g. to register what installed packages declare), not when it is filled.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, load: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._load = load
+
+    def _loaded(self) -> dict[str, T]:
+        if self._load is not None:
+            load, self._load = self._load, None  # first: what it loads may query the registry
+            load()
+        return self._entries
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -35,7 +43,7 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def names(self) -> tuple[str, ...]:
-        return tuple(sorted(self._entries))
+        return tuple(sorted(self._loaded()))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._loaded()

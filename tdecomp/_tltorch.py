@@ -10,6 +10,9 @@ whatever backend the user selects afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import tensorly as tl
 import tltorch
 
@@ -18,9 +21,20 @@ TuckerTensor = tltorch.TuckerTensor
 TTTensor = tltorch.TTTensor
 
 
+class TltorchFormat(NamedTuple):
+    """A family's counterpart in tensorly-torch, for the benchmarks that compare the two: tltorch's
+    ``factorization`` name, our explicit ranks in tltorch's ``rank`` convention, and the
+    ``FactorizedConv.from_conv`` options that make its float rank split a budget as the family does
+    (a function of the dense ``spec`` and the family's options)."""
+
+    factorization: str
+    rank: Callable[[tuple[int, ...]], object]
+    from_conv_options: Callable[..., dict[str, Any]] = lambda spec, **options: {}
+
+
 def pytorch_backend():
     """Context manager running tensorly with the pytorch backend, restoring the previous one."""
     return tl.backend_context("pytorch")
 
 
-__all__ = ["CPTensor", "TTTensor", "TuckerTensor", "pytorch_backend"]
+__all__ = ["CPTensor", "TTTensor", "TltorchFormat", "TuckerTensor", "pytorch_backend"]

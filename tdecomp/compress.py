@@ -23,6 +23,7 @@ import yaml
 
 from .config import TrainConfig
 from .layers.base import FactorizedLayer
+from .layers.registry import available_families
 from .surgery import summarize
 from .train.checkpoint import load_model_weights
 from .train.trainer import CONFIG, SUMMARY, Trainer, _write_json_atomic
@@ -70,7 +71,7 @@ def compress(config: TrainConfig) -> dict[str, Any]:
     """Factorize ``config.init_from``'s trained model (``config.family``/``rank``/``allocation``, SI),
     evaluate it, fine-tune it for ``config.epochs`` epochs and return the extended summary."""
     if config.family == "dense":
-        raise ValueError("compress needs family=lowrank|cp|tucker|tt, not dense")
+        raise ValueError(f"compress needs a factorized family ({', '.join(available_families())}), not dense")
     if config.init != "spectral":
         raise ValueError(f"compress factorizes trained weights by SI: init must be 'spectral', not {config.init!r}")
     trainer = Trainer(config)

@@ -21,15 +21,15 @@ from . import dotted
 from ._svd import SI_SOLVERS
 from ._validation import check_choice
 from .init import LAYER_INIT_METHODS
-from .layers.lowrank import OVERCOMPLETE_MODES, RANK_RULES
+from .layers.options import check_options, without_defaults
+from .layers.registry import available_families, get_family
+from .layers.separable import separable_families
 from .surgery import BUDGETS
 
 FAMILY_CHOICES_EXTRA = ("dense",)
 CHOICES: dict[str, tuple[str, ...]] = {
     "init": LAYER_INIT_METHODS,
     "si_solver": SI_SOLVERS,
-    "overcomplete": OVERCOMPLETE_MODES,
-    "rank_rule": RANK_RULES,
     "budget": BUDGETS,
     "reg": ("fd", "wd", "crs", "none"),
     "optimizer": ("sgd", "nag", "adamw"),
@@ -52,6 +52,9 @@ def registry_choices() -> dict[str, tuple[str, ...]]:
     return {"model": available_models(), "data": available_datasets(),
             "family": FAMILY_CHOICES_EXTRA + available_families(), "allocation": available_allocations()}
 
+
+# top-level keys that config.yaml files held before ``family_options`` (see migrate_family_options)
+LEGACY_OPTION_KEYS = ("overcomplete", "rank_rule")
 
 # keys a resumed run may change; the rest must equal the interrupted run's config.yaml. More
 # ``epochs`` extends a run (the lr schedule is recomputed for the new total from the current step).
@@ -76,17 +79,18 @@ class TrainConfig:
     split_seed: int = 0  # seeds the validation split (not the run's seed: every run validates on the same examples)
     #   (a dataset's own train/test split, where it draws one, keeps its data_kwargs.split_seed)
     # factorization
-    family: str = "dense"  # dense | lowrank | cp | tucker | tt
+    family: str = "dense"  # dense | a registered family (tdecomp.available_families())
     rank: float | int | list[int] = 0.25  # float: parameter ratio; int/list: explicit ranks
-    init: str = "spectral"  # spectral | random | kaiming-factors | fanout-factors (lowrank)
+    init: str = "spectral"  # spectral | random | the per-factor draws a family defines (kaiming-factors, …)
     si_solver: str = "auto"  # SVDs of spectral init: auto (randomized for large matrices) | exact | randomized
     rank_scale: float | None = None  # set: every layer at this rank scale (rank is then unused)
-    rank_rule: str = "min"  # lowrank rank from scale s: min (s·min(m,n)) | paper (conv s·c_out·k_h)
-    overcomplete: str = "balanced"  # lowrank r > min(m,n): balanced U M Vᵀ | wide U Vᵀ | deep U M Vᵀ
+    # the family's options (its FamilyOption schema; `tdecomp train --help` lists them), e.g.
+    # family_options.fixed_spatial=false; kept without the entries equal to their defaults, empty for dense
+    family_options: dict[str, Any] = field(default_factory=dict)
     budget: str = "layers"  # float rank is a ratio of: layers (factorized ones) | model (whole)
     reg: str = "fd"  # fd: Frobenius decay on products | wd: weight decay on factors | none
     #   | crs: weight decay × the model's parameter ratio on factors (tdecomp.reg_policy)
-    separable: bool = False  # tt/tucker: k×k convs → dense depthwise + tensor 1×1 (official Table 2)
+    separable: bool = False  # k×k convs → dense depthwise + tensor 1×1 (official Table 2), families that serve it
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
     allocation: str = "uniform"  # how a float rank's budget is shared: uniform | energy | stable-rank
@@ -131,14 +135,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+        self.family_options = canonical_family_options(self.family, self.family_options)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value and the valid ones."""
-        from .layers import get_family
         from .surgery import TARGETS
 
         for key, choices in registry_choices().items():
             check_choice(key, getattr(self, key), choices)
+        if not isinstance(self.family_options, dict) or not all(isinstance(k, str) for k in self.family_options):
+            raise ValueError(f"family_options must map option names to values (family_options.NAME=value), "
+                             f"got {self.family_options!r}")
+        if self.family != "dense":
+            check_options(self.family, get_family(self.family).options, self.family_options)
         if not isinstance(self.init_from, str):
             raise ValueError(f"init_from must be a run folder or checkpoint path (or empty), got {self.init_from!r}")
 
@@ -200,8 +209,9 @@ class TrainConfig:
             raise ValueError(f"rank_scale must be a number > 0 or null, got {self.rank_scale!r}")
         if not isinstance(self.separable, bool):
             raise ValueError(f"separable must be true or false, got {self.separable!r}")
-        if self.separable and self.family not in ("dense", "tt", "tucker"):
-            raise ValueError(f"separable=true takes family tt or tucker, got family={self.family!r}")
+        if self.separable and self.family != "dense" and self.family not in separable_families():
+            raise ValueError(f"separable=true takes family {' or '.join(separable_families())}, "
+                             f"got family={self.family!r}")
         if not isinstance(self.decay_norms, bool):
             raise ValueError(f"decay_norms must be true or false, got {self.decay_norms!r}")
         rank = self.rank
@@ -222,17 +232,8 @@ class TrainConfig:
         or optimization (only :data:`RESUME_MAY_CHANGE` may differ, e.g. more ``epochs``)."""
         current = self.to_dict()
         # a key added after ``saved`` was written ran at its default (keys are added that way)
-        saved = {**default_values(), **saved}
+        saved = {**default_values(), **migrate_family_options(saved)}
         return [k for k in current if k not in may_change and saved.get(k) != current[k]]
-
-    @property
-    def family_options(self) -> dict[str, Any]:
-        """Family options for tdecomp.factorize_model: the low-rank family's set away from their
-        defaults (others get none; so does factorized attention, which rejects any option)."""
-        if self.family != "lowrank":
-            return {}
-        fields = {f.name: f.default for f in dataclasses.fields(self)}
-        return {k: getattr(self, k) for k in ("overcomplete", "rank_rule") if getattr(self, k) != fields[k]}
 
     @property
     def compile_mode(self) -> str | None:
@@ -244,7 +245,7 @@ class TrainConfig:
     @property
     def factor_rank(self) -> float | int | tuple[int, ...]:
         """``rank`` as tdecomp.factorize expects it (lists become tuples; ``rank_scale`` wins)."""
-        from .layers.base import RankScale
+        from .layers.ranks import RankScale
 
         if self.rank_scale is not None:
             return RankScale(self.rank_scale)
@@ -256,6 +257,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        values = migrate_family_options(values)
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in valid:
@@ -273,6 +275,33 @@ def default_values() -> dict[str, Any]:
     saved config (an older run's config.yaml, a record) lacks ran at."""
     return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(TrainConfig)}
+
+
+def canonical_family_options(family: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the entries equal to the family's defaults (so equal settings compare
+    equal, and factorized attention, which takes no options, runs under a family's defaults); empty
+    for ``dense``, whose runs factorize nothing (a sweep's dense baselines share its family's options)."""
+    return {} if family == "dense" else without_defaults(get_family(family).options, options)
+
+
+def migrate_family_options(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` of a config file with the keys of :data:`LEGACY_OPTION_KEYS` moved into ``family_options``.
+
+    Run folders written before family options had their own key hold these options at the top
+    level (always written, applied only to the family that declares them and only away from their
+    defaults); they must still load, resume and be recognised as the same run. An option the
+    run's family does not declare had no effect and is dropped.
+    """
+    if not any(key in values for key in LEGACY_OPTION_KEYS):
+        return values
+    values = dict(values)
+    legacy = {key: values.pop(key) for key in LEGACY_OPTION_KEYS if key in values}
+    family = values.get("family", "dense")
+    if family in available_families():
+        declared = {o.name for o in get_family(family).options}
+        options = {k: v for k, v in legacy.items() if k in declared}
+        values["family_options"] = canonical_family_options(family, {**options, **values.get("family_options", {})})
+    return values
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -10,8 +10,10 @@ Two methods (:data:`INIT_METHODS`):
 - ``"random"``: i.i.d. Gaussian factors whose product has the dense weight's variance
   (:func:`balanced_std`).
 
-The low-rank family also takes the official code's unbalanced per-factor draws
-(:data:`FACTOR_INITS`), the "low-rank" baseline of Khodak et al.'s tables.
+Per-factor draws (:data:`FACTOR_INITS`): the official code's unbalanced draws, the "low-rank"
+baseline of Khodak et al.'s tables, which the low-rank family takes; ``"kaiming-factors"``
+generalized to every built-in family (each factor N(0, 2/fan_in) with the fan-in of the map it
+applies in the family's forward; each family's ``init_factors`` gives its factors' stds).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch import Tensor
 
 INIT_METHODS = ("spectral", "random")
-# the official code's unbalanced per-factor draws (low-rank family only; see LowRankLayer.init_factors)
+# the official code's unbalanced per-factor draws (a family lists those it defines in ``factor_inits``)
 # "fairseq-factors": each factor drawn as the fairseq fork draws the dense module (Linear U(−0.1, 0.1),
 # Embedding N(0, 0.1); Transformer-PyTorch/singleprocess_train.py:57,61)
 FACTOR_INITS = ("kaiming-factors", "fanout-factors", "fairseq-factors")

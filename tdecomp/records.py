@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from . import run_files
-from .config import default_values
+from .config import default_values, migrate_family_options
 from .methods import method_label
 
 RECORDS_SUFFIX = ".jsonl"
@@ -76,7 +76,7 @@ def read_run(folder: Path, name: str) -> RunResult:
     saved = yaml.safe_load((folder / run_files.CONFIG).read_text()) or {}
     metrics = folder / run_files.METRICS
     epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.is_file() else []
-    return RunResult(name, str(folder), {**default_values(), **saved},
+    return RunResult(name, str(folder), {**default_values(), **migrate_family_options(saved)},
                      json.loads((folder / run_files.SUMMARY).read_text()), curve_of(epochs))
 
 
@@ -100,8 +100,9 @@ def read_records(path: Path) -> list[RunResult]:
         if not isinstance(record, dict) or not {"run", "config", "summary"} <= set(record):
             raise ValueError(f"{path}:{number} is not a run record (a JSON object with run, config, summary and "
                              "curve); write records with tdecomp records RUN_DIR … --out FILE.jsonl")
-        runs.append(RunResult(record["run"], f"{path}#{record['run']}", {**defaults, **record["config"]},
-                              record["summary"], record.get("curve", {})))
+        config = {**defaults, **migrate_family_options(record["config"])}
+        runs.append(RunResult(record["run"], f"{path}#{record['run']}", config, record["summary"],
+                              record.get("curve", {})))
     return runs
 
 

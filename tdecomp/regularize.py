@@ -27,7 +27,8 @@ from collections.abc import Collection, Hashable
 import torch
 from torch import Tensor, nn
 
-from .layers.base import Factorized, MethodAsForward, named_outermost
+from .layers.factorized import Factorized
+from .layers.walk import call_with, named_outermost
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -99,11 +100,9 @@ def _group_frobenius_sq(group: list[Factorized]) -> Tensor:
     names = _factor_names(group[0])
     tables = [dict(m.named_parameters()) for m in group]
     if len(group) == 1:
-        factors = {f"module.{n}": _at_least_float32(tables[0][n]) for n in names}
-        return torch.func.functional_call(MethodAsForward(group[0], "frobenius_sq"), factors, ())
-    stacked = {f"module.{n}": torch.stack([_at_least_float32(t[n]) for t in tables]) for n in names}
-    one = MethodAsForward(group[0], "frobenius_sq")
-    return torch.func.vmap(lambda factors: torch.func.functional_call(one, factors, ()))(stacked).sum()
+        return call_with(group[0], "frobenius_sq", {n: _at_least_float32(tables[0][n]) for n in names})
+    stacked = {n: torch.stack([_at_least_float32(t[n]) for t in tables]) for n in names}
+    return torch.func.vmap(lambda factors: call_with(group[0], "frobenius_sq", factors))(stacked).sum()
 
 
 def _outermost_factorized(model: nn.Module) -> list[Factorized]:

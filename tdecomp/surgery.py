@@ -21,11 +21,14 @@ from tqdm.auto import tqdm
 from ._budget import allocate
 from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
-from .layers.attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
-from .layers.base import FactorizedLayer, Rank, RankScale, get_family, named_outermost
+from .layers.attention import AttentionSpec, FactorizedMultiheadAttention, get_heads
+from .layers.base import FactorizedLayer
 from .layers.embedding import FactorizedEmbedding
-from .layers.separable import SEPARABLE_FAMILIES, SeparableLayer
+from .layers.ranks import Rank, RankScale
+from .layers.registry import get_family
+from .layers.separable import SeparableLayer, separable_families
 from .layers.spec import CONV_TYPES, DenseSpec
+from .layers.walk import named_outermost
 
 log = logging.getLogger("tdecomp")
 
@@ -83,16 +86,18 @@ def _check_attention_options(options: dict[str, Any]) -> None:
 
 
 def _check_separable(family: str, options: dict[str, Any]) -> None:
-    if family not in SEPARABLE_FAMILIES:
-        raise ValueError(f"separable=True takes family 'tt' or 'tucker', got {family!r}")
+    if family not in separable_families():
+        raise ValueError(f"separable=True takes family {' or '.join(map(repr, separable_families()))}, "
+                         f"got {family!r}")
     if options:
         raise TypeError(f"the separable block takes no family options, got {', '.join(sorted(options))}")
 
 
 def _check_embedding_family(family: str) -> None:
     if family != FactorizedEmbedding.family:
+        own = FactorizedEmbedding.family
         raise ValueError(f"embeddings factorize as low-rank tables only, not family={family!r}; "
-                         "factorize them in their own call (targets=('embedding',), family='lowrank')")
+                         f"factorize them in their own call (targets=('embedding',), family={own!r})")
 
 
 def _default_skip(model: nn.Module) -> set[str]:
@@ -163,7 +168,7 @@ def _budget_terms(
             raise ValueError(f"allocation={allocation!r} does not apply to attention layers; use "
                              f"allocation={DEFAULT_ALLOCATION!r} or targets without 'attention'")
         att = AttentionSpec.from_module(module)
-        return (partial(ATTENTION_FAMILIES.get(family).ranks_at_scale, att),
+        return (partial(get_heads(family).ranks_at_scale, att),
                 partial(FactorizedMultiheadAttention.total_params, att, family), att.num_params)
     if isinstance(module, nn.Embedding):
         _check_embedding_family(family)
@@ -232,7 +237,7 @@ def factorize_model(
         raise ValueError(f"model has no eligible layer to factorize (targets={tuple(targets)!r}, "
                          f"skip={skip!r})")
     if any(isinstance(m, nn.MultiheadAttention) for _, m in layers):
-        ATTENTION_FAMILIES.get(family)  # fail before any layer is replaced
+        get_heads(family)  # fail before any layer is replaced
         _check_attention_options(options)
     ranks: list[Rank]
     model_params = _num_params(model)

@@ -14,7 +14,6 @@ from tdecomp.layers import available_families
 from tests import tensor_ring  # noqa: F401  (registers "tensor_ring")
 
 FAMILIES = available_families()
-BUILTIN_FAMILIES = tuple(f for f in FAMILIES if f != "tensor_ring")
 
 # name -> (constructor, input shape); float64 so that equality checks are tight
 DENSE_CASES = {

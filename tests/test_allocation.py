@@ -12,7 +12,7 @@ import tdecomp
 from tdecomp.allocation import available_allocations
 from tdecomp.layers.tt import _tt_shape
 from tdecomp.layers.tucker import _mode_products
-from tests.helpers import BUILTIN_FAMILIES, TinyResNet
+from tests.helpers import FAMILIES, TinyResNet
 
 F64 = torch.float64
 
@@ -103,7 +103,7 @@ def test_stable_rank_allocation_is_proportional_to_stable_rank():
     assert len(set(ranks)) == 3
 
 
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)  # a ring moves in ~7% steps: no ±2% budget
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("rule", available_allocations())
 def test_every_rule_meets_the_budget(family, rule):
     torch.manual_seed(0)

@@ -17,8 +17,7 @@ from tdecomp.bench import run as run_bench
 from tdecomp.bench.layers import ConvCase, tltorch_conv
 from tdecomp.bench.timing import Stats, environment, paired_ratio
 from tdecomp.cli import main
-from tests.helpers import (  # the cost model and tltorch twins are built-in only
-    BUILTIN_FAMILIES,
+from tests.helpers import (
     DENSE_CASES,
     FAMILIES,
     make_dense,
@@ -40,7 +39,7 @@ def _flops(fn) -> int:
 
 @pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
 @pytest.mark.parametrize("case", tuple(DENSE_CASES))
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_macs_per_sample_match_torch_flop_counter(family, case, implementation):
     module, x = make_dense(case)
     layer = tdecomp.factorize(module, family, 0.5, init="random", implementation=implementation)
@@ -63,7 +62,7 @@ def test_auto_picks_reconstructed_only_when_it_is_cheaper():
         assert layer.macs(shape, chosen) < layer.macs(shape, other)
 
 
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_channels_last_input_gives_channels_last_output(family):
     x = torch.randn(2, 8, 7, 7).to(memory_format=torch.channels_last)
     for impl in ("factorized", "reconstructed"):

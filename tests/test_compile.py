@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import tdecomp
-from tests.helpers import BUILTIN_FAMILIES as FAMILIES
-from tests.helpers import TinyResNet
+from tests.helpers import FAMILIES, TinyResNet
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import tdecomp
-from tdecomp.layers import base
+from tdecomp.layers import registry
+from tests.helpers import FAMILIES
 
 
 @pytest.mark.parametrize("family", ["svd", "Tucker", "", "tr"])
@@ -21,7 +22,7 @@ def test_unknown_family(family):
 
 
 @pytest.mark.parametrize("rank", [0, -3, 0.0, -0.5, math.nan, math.inf])
-@pytest.mark.parametrize("family", ["lowrank", "cp", "tucker", "tt"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_non_positive_rank(family, rank):
     with pytest.raises(ValueError, match="rank must be a positive"):
         tdecomp.factorize(nn.Conv2d(4, 4, 3), family, rank)
@@ -136,8 +137,8 @@ class _DenseFamily(tdecomp.FactorizedLayer):
 
 
 def test_a_fifth_family_is_one_class_and_one_registration(monkeypatch):
-    monkeypatch.setattr(base.FAMILIES, "_entries", dict(base.FAMILIES._entries))
-    base.register_family("dense_test")(_DenseFamily)
+    monkeypatch.setattr(registry.FAMILIES, "_entries", dict(registry.FAMILIES._entries))
+    registry.register_family("dense_test")(_DenseFamily)
     assert "dense_test" in tdecomp.available_families()
     conv = nn.Conv2d(3, 5, 3, stride=2, padding="valid").double()
     layer = tdecomp.factorize(conv, "dense_test", 2)
@@ -147,4 +148,47 @@ def test_a_fifth_family_is_one_class_and_one_registration(monkeypatch):
     tdecomp.factorize_model(model, "dense_test", 1, skip=(), progress=False)
     assert tdecomp.frobenius_decay(model) > 0
     with pytest.raises(ValueError, match="already registered"):
-        base.register_family("dense_test")(_DenseFamily)
+        registry.register_family("dense_test")(_DenseFamily)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: tdecomp.factorize(nn.MultiheadAttention(8, 2), "cp", 2),
+    lambda: tdecomp.FactorizedMultiheadAttention(8, 2, 2, family="tensor_ring"),
+    lambda: tdecomp.factorize_model(nn.Sequential(nn.MultiheadAttention(8, 2)), "tt", 0.5, skip=(),
+                                    targets=("attention",), progress=False),
+])
+def test_attention_with_a_family_without_heads_says_attention_is_why(call):
+    """Issue 21 item 9: one line naming the families that define attention heads."""
+    import tests.tensor_ring  # noqa: F401  (a registered family without heads)
+
+    with pytest.raises(ValueError) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message and message.endswith(
+        "expected one of: 'lowrank', 'tucker' (factorized attention supports only the families that define "
+        "attention heads)")
+
+
+def test_the_families_served_by_the_separable_block_come_from_the_registry(monkeypatch):
+    """A family that sets a ``separable`` carrier is served by the block and accepted everywhere."""
+    from tdecomp.config import TrainConfig
+    from tdecomp.layers.separable import separable_families
+
+    assert separable_families() == ("tt", "tucker")
+    monkeypatch.setattr(registry.FAMILIES, "_entries", dict(registry.FAMILIES._entries))
+
+    @registry.register_family("tucker_again")
+    class TuckerAgain(tdecomp.TuckerLayer):
+        pass
+
+    assert separable_families() == ("tt", "tucker", "tucker_again")
+    conv = nn.Conv2d(8, 16, 3, padding=1)
+    ours, theirs = (tdecomp.factorize(conv, f, tdecomp.RankScale(0.5), separable=True, init="random")
+                    for f in ("tucker_again", "tucker"))
+    assert ours.rank == theirs.rank and ours.pointwise.__class__ is TuckerAgain
+    assert TrainConfig(family="tucker_again", separable=True).separable
+    for reject in (lambda: tdecomp.factorize(conv, "cp", 0.5, separable=True),
+                   lambda: TrainConfig(family="cp", separable=True)):
+        with pytest.raises(ValueError, match="takes family 'tt' or 'tucker' or 'tucker_again', got|"
+                                             "takes family tt or tucker or tucker_again, got"):
+            reject()

@@ -181,7 +181,8 @@ def test_rankscale_grid_is_the_official_one():
         if c.family == "dense":
             ours.add((depth, 0.0, False, False, False))
         else:
-            ours.add((depth, c.rank_scale, c.overcomplete == "deep", c.init == "spectral", c.reg == "fd"))
+            deep = c.family_options["overcomplete"] == "deep"
+            ours.add((depth, c.rank_scale, deep, c.init == "spectral", c.reg == "fd"))
     assert ours == official_rankscale_grid()
     assert len(jobs("rankscale_resnet_cifar10")) == 3 * len(official_rankscale_grid())  # 3 seeds
 
@@ -216,7 +217,8 @@ def test_every_run_resolves_to_the_official_setup(name):
         if c.family == "dense" or c.separable:  # the separable block: tests/test_wrn_separable.py
             continue
         assert c.init in ("spectral", OFFICIAL_INIT[name]), job.name
-        dense, model = _factorized(c.model, None if c.rank_scale else c.rank, c.rank_scale, c.overcomplete, c.budget)
+        overcomplete = c.family_options["overcomplete"]
+        dense, model = _factorized(c.model, None if c.rank_scale else c.rank, c.rank_scale, overcomplete, c.budget)
         names = official_factorized_names(c.model, dense)
         layers = {n: m for n, m in model.named_modules() if isinstance(m, tdecomp.LowRankLayer)}
         assert sorted(layers) == sorted(names), job.name
@@ -225,7 +227,7 @@ def test_every_run_resolves_to_the_official_setup(name):
             if n in names:  # the official rank; a ratio target may move single layers by one step
                 slack = 0 if c.rank_scale else 1
                 assert abs(layers[n].rank[0] - official_rank(m, scale)) <= slack, (job.name, n)
-                assert (layers[n].M is not None) == (c.overcomplete == "deep")
+                assert (layers[n].M is not None) == (overcomplete == "deep")
         if not c.rank_scale:  # whole-model parameter ratio (make.py:22-37)
             ratio = sum(p.numel() for p in model.parameters()) / sum(p.numel() for p in dense.parameters())
             assert ratio == pytest.approx(c.rank, rel=0.01), job.name
@@ -354,11 +356,12 @@ def test_every_parameter_is_decayed_as_the_official_code_decays_it(name):
             decay, reached = our_regularization(c, dense, dense)
             assert set(decay.values()) == {c.weight_decay} and not reached, c.model
             continue
-        dense, model = _factorized(c.model, None if c.rank_scale else c.rank, c.rank_scale, c.overcomplete, c.budget)
+        overcomplete = c.family_options["overcomplete"]
+        dense, model = _factorized(c.model, None if c.rank_scale else c.rank, c.rank_scale, overcomplete, c.budget)
         decay, reached = our_regularization(c, dense, model)
         ratio = sum(p.numel() for p in model.parameters()) / sum(p.numel() for p in dense.parameters())
         official_decay, official_fd = official_regularization(c.model, c.reg, c.weight_decay, ratio,
-                                                              square=c.overcomplete == "deep")
+                                                              square=overcomplete == "deep")
         ours = {official_name(c.model, n): wd for n, wd in decay.items()}
         assert ours.keys() == official_decay.keys(), c.model
         for n, wd in official_decay.items():

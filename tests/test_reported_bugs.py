@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import tdecomp
-from tdecomp.layers.attention import ATTENTION_FAMILIES, LowRankHeads
+from tdecomp.layers.attention import ATTENTION_FAMILIES
+from tdecomp.layers.lowrank import LowRankHeads
 
 
 @pytest.mark.parametrize("call", [

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import tdecomp
-from tests.helpers import BUILTIN_FAMILIES, FAMILIES, TinyCNN1d, TinyResNet, TinyTransformerMLP, assert_rel_close
+from tests.helpers import FAMILIES, TinyCNN1d, TinyResNet, TinyTransformerMLP, assert_rel_close
 
 
 def _dense_params(model: nn.Module, names: list[str]) -> int:
@@ -17,7 +17,7 @@ def _dense_params(model: nn.Module, names: list[str]) -> int:
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5])
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)  # the ring's one rank per layer is too coarse for ±2%
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("make", [TinyResNet, TinyTransformerMLP], ids=["resnet", "mlp"])
 def test_factorize_model_hits_the_budget(make, family, ratio):
     model = make()

@@ -62,7 +62,8 @@ def test_corrupt_checkpoint_is_one_line_naming_previous_pt(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", *run, "epochs=3", "resume=true"]) == 2
     err = _one_line_error(capsys)
-    assert f"cp {tmp_path / 'run' / 'previous.pt'} {tmp_path / 'run' / 'last.pt'}" in err and "resume=true" in err
+    run_dir = tmp_path / "run"
+    assert f"copy {run_dir / 'previous.pt'} over {run_dir / 'last.pt'}" in err and "resume=true" in err
 
 
 def test_ctrl_c_names_the_epoch_and_the_command_that_continues(tmp_path, capsys, monkeypatch, caplog):

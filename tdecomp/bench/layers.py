@@ -28,12 +28,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .._tltorch import pytorch_backend
-from ..layers.base import FAMILIES
+from ..layers.registry import FAMILIES, get_family
 from ..surgery import factorize
 from .timing import Stats, paired_ratio, time_interleaved
 
 IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
-TLTORCH_FAMILIES = ("cp", "tucker", "tt")
 TLTORCH_IMPLEMENTATIONS = ("factorized", "reconstructed")
 
 
@@ -71,17 +70,20 @@ def forward_flops(module: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+def tltorch_families() -> tuple[str, ...]:
+    """The registered families with a tensorly-torch counterpart (their ``tltorch`` format), sorted."""
+    return tuple(name for name in FAMILIES.names() if get_family(name).tltorch is not None)
+
+
 def tltorch_conv(conv: nn.Conv2d, family: str, implementation: str, like: nn.Module) -> nn.Module:
-    """tensorly-torch ``FactorizedConv`` replacing ``conv`` at the budget of tdecomp layer ``like``.
+    """tensorly-torch ``FactorizedConv`` replacing ``conv`` at the budget of tdecomp layer ``like``
+    (its ranks in tltorch's convention, the family's ``tltorch`` format).
 
     Its forward must run under :func:`tdecomp._tltorch.pytorch_backend`.
     """
     import tltorch
 
-    if family == "tt":  # tltorch's TT modes are ours, (c_in, k_h, k_w, c_out), with boundary ranks 1
-        rank: object = (1, *like.rank, 1)
-    else:
-        rank = like.rank[0] if family == "cp" else tuple(like.rank)
+    fmt = get_family(family).tltorch
     module = tltorch.FactorizedConv(
         conv.in_channels,
         conv.out_channels,
@@ -89,8 +91,8 @@ def tltorch_conv(conv: nn.Conv2d, family: str, implementation: str, like: nn.Mod
         order=2,
         stride=conv.stride,
         padding=conv.padding,
-        factorization=family,
-        rank=rank,
+        factorization=fmt.factorization,
+        rank=fmt.rank(tuple(like.rank)),
         implementation=implementation,
         device=conv.weight.device,
         dtype=conv.weight.dtype,
@@ -104,7 +106,7 @@ def _candidates(conv: nn.Conv2d, ratio: float) -> dict[str, nn.Module]:
     for family in FAMILIES.names():
         for impl in IMPLEMENTATIONS:
             out[f"tdecomp/{family}/{impl}"] = factorize(conv, family, ratio, init="random", implementation=impl)
-    for family in TLTORCH_FAMILIES:
+    for family in tltorch_families():
         like = out[f"tdecomp/{family}/factorized"]
         for impl in TLTORCH_IMPLEMENTATIONS:
             out[f"tltorch/{family}/{impl}"] = tltorch_conv(conv, family, impl, like)
@@ -171,7 +173,7 @@ def run_case(
 def _add_tltorch_speedups(rows: list[dict], times: dict[str, list[float]]) -> None:
     """``vs_tltorch`` on tdecomp rows: tltorch's faster implementation's time / this row's time."""
     for row in rows:
-        if row["library"] != "tdecomp" or row["family"] not in TLTORCH_FAMILIES:
+        if row["library"] != "tdecomp" or get_family(row["family"]).tltorch is None:
             continue
         tl = [f"tltorch/{row['family']}/{impl}" for impl in TLTORCH_IMPLEMENTATIONS]
         best = min(tl, key=lambda k: Stats.of(times[k]).median_ms)

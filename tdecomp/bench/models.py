@@ -26,10 +26,11 @@ from torch import nn
 from .. import models
 from .._svd import si_solver
 from .._tltorch import pytorch_backend
-from ..layers.base import FAMILIES
+from ..layers.registry import FAMILIES, get_family
+from ..layers.spec import DenseSpec
 from ..regularize import frobenius_decay
 from ..surgery import eligible_layers, factorize, factorize_model
-from .layers import TLTORCH_FAMILIES
+from .layers import tltorch_families
 from .timing import Stats, paired_ratio, time_interleaved, time_once
 
 
@@ -79,7 +80,7 @@ def init_suite(
                     "mean_rel_error": sum(errors[solver]) / len(layers),
                 })
         for name, module in _distinct(layers, tltorch_layers):
-            for family in TLTORCH_FAMILIES:
+            for family in tltorch_families():
                 seconds = _time_tltorch_from_conv(module, family, ratio, device)
                 rows.append({
                     "suite": "init", "model": model_name, "library": "tltorch", "family": family, "ratio": ratio,
@@ -98,12 +99,13 @@ def _relative_error(layer: nn.Module, dense: nn.Module) -> float:
 def _time_tltorch_from_conv(conv: nn.Conv2d, family: str, ratio: float, device: torch.device) -> float:
     import tltorch
 
-    # Tucker: keep the spatial modes at full rank as tdecomp does (tltorch's float rank squashes them).
-    options = {"fixed_rank_modes": (2, 3)} if family == "tucker" else {}
+    # the family's own split of a float rank where tltorch can follow it (e.g. full-rank kernel modes)
+    fmt = get_family(family).tltorch
+    options = fmt.from_conv_options(DenseSpec.from_module(conv))
     with pytorch_backend():
         return time_once(
             lambda: tltorch.FactorizedConv.from_conv(
-                conv, rank=ratio, factorization=family, decompose_weights=True, **options
+                conv, rank=ratio, factorization=fmt.factorization, decompose_weights=True, **options
             ),
             device,
         )

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import models
-from ..layers.base import FAMILIES
+from ..layers.registry import FAMILIES
 from ..regularize import frobenius_decay, param_groups
 from ..surgery import factorize_model
 from .timing import Stats, paired_ratio, synchronize, time_interleaved

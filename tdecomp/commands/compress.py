@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("factorize a trained dense run (SI), evaluate, fine-tune: tdecomp compress runs/dense family=tucker "
+HELP = ("factorize a trained dense run (SI), evaluate, fine-tune: tdecomp compress runs/dense family=FAMILY "
         "rank=0.1 allocation=energy finetune_epochs=3")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "train one model: tdecomp train [CONFIG.yaml] model=resnet20 data=digits family=tucker rank=0.25 …"
+HELP = "train one model: tdecomp train [CONFIG.yaml] model=resnet20 data=digits family=FAMILY rank=0.25 …"
 RESUME_ARGUMENT = "resume=true"  # appended to the command that continues an interrupted run
 
 
@@ -26,6 +26,7 @@ def config_help() -> str:
     import yaml
 
     from ..config import CHOICES, TrainConfig, default_values, registry_choices
+    from ..layers import available_families, get_family
     from ..surgery import TARGETS
     from .paths import packaged_configs
 
@@ -37,6 +38,11 @@ def config_help() -> str:
         default = default.removesuffix("\n...").removesuffix(" ...").strip()
         listed = f"  {{{', '.join(choices[f.name])}}}" if f.name in choices else ""
         lines.append(f"  {f.name}={default}{listed}")
+    lines += ["", "family options (family_options.NAME=value; NAME=default, the choices, what it does):"]
+    for family in available_families():
+        options = get_family(family).options
+        lines.append(f"  {family}:" + ("" if options else " none"))
+        lines += [f"    {option.describe()}" for option in options]
     lines += ["", "packaged configs (tdecomp train NAME …): " + ", ".join(packaged_configs())]
     return "\n".join(lines)
 

@@ -1,17 +1,16 @@
-"""Factorized layers: one base class, one file per family, one registry."""
+"""Factorized layers: one base class (:mod:`.base`), one file per family, one registry (:mod:`.registry`).
+
+The base class's helpers live by job: rank parsing (:mod:`.ranks`), the cost model (:mod:`.cost`),
+module walks and functional calls (:mod:`.walk`), the dense geometry (:mod:`.spec`).
+"""
 
 from .attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
-from .base import (
-    IMPLEMENTATIONS,
-    Factorized,
-    FactorizedLayer,
-    RankScale,
-    available_families,
-    get_family,
-    register_family,
-)
+from .base import IMPLEMENTATIONS, FactorizedLayer
 from .cp import CPLayer
+from .factorized import Factorized
 from .lowrank import LowRankLayer
+from .ranks import RankScale
+from .registry import available_families, get_family, register_family
 from .spec import DenseSpec
 from .tt import TTLayer
 from .tucker import TuckerLayer

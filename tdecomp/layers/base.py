@@ -1,239 +1,53 @@
-"""The one interface every factorized layer implements, and the family registry.
+"""The one interface every factorized layer implements: the family contract.
 
-A family is one subclass of :class:`FactorizedLayer` registered with :func:`register_family`.
-It declares how ranks map to parameters (``_ranks_at_scale``, ``count_params``, ``max_ranks``)
-and how its factors reconstruct, convolve, decay and initialize; everything else — rank parsing
-and budgets, bias, the dense fallback forward, ``to_dense``, parameter counts — lives here once.
+A family is one subclass of :class:`FactorizedLayer` in one file, registered with
+:func:`~tdecomp.layers.registry.register_family`. It declares its tensor format and SI
+(``_build``, ``factors``, ``reconstruct``, ``init_spectral``), its forward chain
+(``_forward_factorized``), Frobenius/inner/balancing, how ranks map to parameters
+(``_ranks_at_scale``, ``count_params``, ``max_ranks``), and optionally its ``options`` schema,
+cost model, ``energy_curves``, ``factor_inits``, ``separable`` carrier, attention heads
+(:func:`~tdecomp.layers.attention.register_heads`) and ``tltorch`` counterpart. Everything else
+lives once in the mixins and helpers by job: :mod:`.dense` (dense-module attributes),
+:mod:`.execution` (forward, implementation choice), :mod:`.diagnostics` (defaults the dynamics
+tracker reads), :mod:`.ranks`, :mod:`.cost`, :mod:`.options`.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
-from types import UnionType
-from typing import Any, ClassVar, NamedTuple
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._budget import allocate
-from .._registry import Registry
 from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
-from . import choice
+from . import ranks
+from .cost import Cost, Grid
+from .dense import DenseCompatible
+from .diagnostics import Diagnostics
+from .energy import EnergyCurve
+from .execution import IMPLEMENTATIONS, Execution
+from .factorized import Factorized
+from .options import FamilyOption, check_options, with_defaults
+from .ranks import Rank
+from .registry import FAMILIES
 from .spec import DenseSpec
 
-
-class RankScale(float):
-    """A rank given as the family's rank scale s rather than a parameter ratio, e.g.
-    ``factorize(conv, "lowrank", RankScale(1/3), rank_rule="paper")`` has r = round(c_out·k_h/3)
-    as microsoft/fnl_paper frob.py:143 does."""
-
-    __slots__ = ()
+if TYPE_CHECKING:
+    from .._tltorch import TltorchFormat
+    from .separable import SeparableCarrier
 
 
-Rank = int | float | Sequence[int]
-IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
-
-# Cost model of ``implementation="auto"`` (see :meth:`FactorizedLayer.choose_implementation`), in
-# multiply-accumulate (MAC) equivalents: an activation element stored for backward costs a write
-# now and reads in backward (memory-bound, ~MEMORY_COST MACs); a separate op costs dispatch,
-# allocation and a layout reorder in oneDNN/cuDNN (~OP_COST MACs). Calibrated on CPU with
-# ``tdecomp bench --suite layers``; they only matter near the break-even point.
-MEMORY_COST = 4
-OP_COST = 1 << 16
-
-FAMILIES: Registry[type[FactorizedLayer]] = Registry("family")
-
-
-def register_family(name: str):
-    """Class decorator registering a :class:`FactorizedLayer` subclass under ``name``.
-
-    A new family (e.g. tensor ring) is one file with ``@register_family("tr")`` on its class.
-    """
-
-    def decorator(cls: type[FactorizedLayer]) -> type[FactorizedLayer]:
-        FAMILIES.register(name)(cls)
-        cls.family = name
-        return cls
-
-    return decorator
-
-
-def available_families() -> tuple[str, ...]:
-    """Names of the registered families, sorted."""
-    return FAMILIES.names()
-
-
-def get_family(name: str) -> type[FactorizedLayer]:
-    """The layer class registered as ``name``; ``ValueError`` listing the valid names otherwise."""
-    return FAMILIES.get(name)
-
-
-def matricize(weight: Tensor, spec: DenseSpec) -> Tensor:
-    """The matrix W₍ₘₐₜ₎ = :meth:`DenseSpec.unfold` of a dense weight of shape ``spec.weight_shape``.
-
-    (c_out·k_h) × (c_in·k_w) for a 2-D kernel, W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w]; c_out × (c_in·k)
-    for a 1-D one (and a (1, k) 2-D one: size-1 axes are dropped first); (c_out·k_d) × (c_in·k_h·k_w)
-    for 3-D; a Linear or 1×1 weight is the c_out × c_in matrix. This is the matricization the
-    low-rank family factorizes, and the one whose singular values
-    :meth:`FactorizedLayer.singular_values` reports for every family (so spectra are comparable).
-    """
-    return spec.unfold(weight.reshape(spec.tensor_shape))
-
-
-class Cost(NamedTuple):
-    """Forward cost of one implementation of a layer, for the ``"auto"`` choice and benchmarks.
-
-    Per sample (an image for a conv, a row for a Linear): ``macs`` and stored ``activations``
-    (elements kept for backward). Per call: ``fixed_macs`` and ``fixed_memory`` (elements) of
-    building per-call weights (e.g. W itself), and the number of ``ops``.
-    """
-
-    macs: int
-    activations: int
-    fixed_macs: int
-    fixed_memory: int
-    ops: int
-
-    def total_macs(self, batch: int) -> int:
-        """Multiply-accumulates of one forward on ``batch`` samples: N·macs + fixed_macs."""
-        return batch * self.macs + self.fixed_macs
-
-    def total(self, batch: int) -> int:
-        """MAC equivalents N·(macs + κ_m·act) + fixed_macs + κ_m·fixed_memory + κ_op·ops."""
-        memory = batch * self.activations + self.fixed_memory
-        return self.total_macs(batch) + MEMORY_COST * memory + OP_COST * self.ops
-
-
-class Grid(NamedTuple):
-    """Spatial positions per sample that the stages of a forward see; all 1 for a Linear layer.
-
-    ``inputs`` and ``outputs`` are the sizes along the factor modes (:attr:`DenseSpec.factor_axes`)
-    of the input (including padding :meth:`DenseSpec.pad_input` applies up front) and of the dense
-    output; ``base`` is the number of positions along the size-1 kernel axes (their output sizes:
-    their stride is applied up front).
-    """
-
-    inputs: tuple[int, ...] = ()
-    outputs: tuple[int, ...] = ()
-    base: int = 1
-
-    def positions(self, done: Collection[int] = ()) -> int:
-        """Positions once the factor modes ``done`` (indices) are convolved: base·Π_{j∈done} out_j·Π_{j∉done} in_j."""
-        sizes = (o if j in done else i for j, (i, o) in enumerate(zip(self.inputs, self.outputs)))
-        return self.base * math.prod(sizes)
-
-    @property
-    def out(self) -> int:
-        """Output positions: base·Π_j out_j."""
-        return self.base * math.prod(self.outputs)
-
-
-def conv_grid(spec: DenseSpec, spatial: Sequence[int]) -> Grid:
-    """The :class:`Grid` of a conv on an input of spatial size ``spatial``; ``Grid()`` for a Linear.
-
-    Along each axis, out = ⌊(in + pad_before + pad_after − d(k − 1) − 1) / s⌋ + 1 (the dense output).
-    """
-    if not spec.is_conv:
-        return Grid()
-    inputs, outputs, base = [], [], 1
-    up_front = spec.pads_up_front
-    for size, k, s, d, (before, after) in zip(spatial, spec.kernel_size, spec.stride, spec.dilation, spec.pads):
-        out = (size + before + after - d * (k - 1) - 1) // s + 1
-        if k == 1:
-            base *= out
-            continue
-        inputs.append(size + before + after if up_front else size)
-        outputs.append(out)
-    return Grid(tuple(inputs), tuple(outputs), base)
-
-
-def _auto_choice(
-    cls: type[FactorizedLayer], spec: DenseSpec, rank: tuple[int, ...], batch: int, grid: Grid
-) -> str:
-    """``"factorized"`` or ``"reconstructed"``, whichever :class:`Cost` is lower (ties: factorized).
-
-    A pure function of shapes (never of weight values); plain Python, so ``torch.compile``
-    traces it to a constant.
-    """
-    try:
-        factorized = cls._factorized_cost(spec, rank, grid).total(batch)
-        reconstructed = cls._reconstructed_cost(spec, rank, grid).total(batch)
-    except NotImplementedError:
-        return "factorized"
-    return "factorized" if factorized <= reconstructed else "reconstructed"
-
-
-class Factorized(nn.Module, ABC):
-    """Anything whose weights are products of factors and can be Frobenius-decayed.
-
-    :func:`tdecomp.frobenius_decay` and :func:`tdecomp.param_groups` recognise modules by this
-    type, so new factorized modules (e.g. attention) join the regularizer without edits there.
-    """
-
-    @abstractmethod
-    def frobenius_sq(self) -> Tensor:
-        """Σ ‖W‖²_F over the module's reconstructed weights, from factor Gram identities."""
-
-    def factor_parameters(self) -> list[nn.Parameter]:
-        """The parameters that are factors (everything except biases)."""
-        return [p for name, p in self.named_parameters() if not name.endswith("bias")]
-
-    def balancing_scales(self) -> list[tuple[nn.Parameter, Tensor]]:
-        """``(parameter, scale)`` pairs whose products ``parameter * scale`` leave the module's
-        function unchanged and balance its factor norms; :func:`tdecomp.rebalance` applies them.
-
-        Frobenius decay penalizes only the products, so it is blind to rescalings between factors
-        (T_j·c, T_k/c); with more than two factors discrete SGD drifts along them until one factor
-        is tiny, its gradient (∝ 1/‖T_k‖) huge and a step overshoots to NaN. Default: none.
-        """
-        return []
-
-    @property
-    def num_params(self) -> int:
-        """Number of parameters the module holds (factors and bias)."""
-        return sum(p.numel() for p in self.parameters())
-
-
-def named_outermost(
-    model: nn.Module, kinds: type | tuple[type, ...] | UnionType, remove_duplicate: bool = True
-) -> list[tuple[str, nn.Module]]:
-    """``(qualified name, module)`` of the modules of ``kinds`` in ``model`` that are not inside
-    another one of them (e.g. a separable block's TT layer is owned by the block), in
-    ``named_modules`` order; ``remove_duplicate`` as in :meth:`nn.Module.named_modules`."""
-    found: list[tuple[str, nn.Module]] = []
-    for name, module in model.named_modules(remove_duplicate=remove_duplicate):
-        # pre-order: the descendants of the last module found come right after it
-        if found and (found[-1][0] == "" or name.startswith(f"{found[-1][0]}.")):
-            continue
-        if isinstance(module, kinds):
-            found.append((name, module))
-    return found
-
-
-class MethodAsForward(nn.Module):
-    """``module.<method>()`` as a forward, so :func:`torch.func.functional_call` can swap the
-    module's parameters (keys ``"module.<name>"``), e.g. to evaluate W or ‖W‖²_F at other factors."""
-
-    def __init__(self, module: nn.Module, method: str) -> None:
-        super().__init__()
-        self.module = module
-        self.method = method
-
-    def forward(self) -> Tensor:
-        return getattr(self.module, self.method)()
-
-
-class FactorizedLayer(Factorized):
+class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
     """A dense ``nn.Linear``/``nn.Conv{1,2,3}d`` whose weight is a low-rank, CP, Tucker or TT product.
 
     Args:
         spec: geometry of the dense layer it replaces (:class:`DenseSpec`).
         rank: explicit ranks in the family's own terms (see :meth:`resolve_rank`).
+        **options: the family's :attr:`options` (held, defaults filled in, as ``family_options``).
         implementation: ``"factorized"`` convolves/multiplies by the factors in sequence;
             ``"reconstructed"`` builds W and runs the dense op (cheaper for tiny batches or
             ranks near full); ``"auto"`` (default) picks one per call by :meth:`choose_implementation`.
@@ -244,14 +58,25 @@ class FactorizedLayer(Factorized):
     get no factor); :meth:`reconstruct` returns the dense module's ``spec.weight_shape``.
     Construction initializes the factors at once (random, dense default scale) so a layer never
     holds uninitialized memory; :meth:`from_dense` then applies the requested init.
+
+    Drop-in: the layer has the dense module's attributes (``in_features``/``out_features``, or
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``padding_mode``; ``bias``) and a read-only NaN placeholder ``weight`` of the dense
+    weight's shape, dtype and device (:mod:`tdecomp.layers.dense`).
     """
 
     family: ClassVar[str]
-    # keyword options of :meth:`from_dense` beyond ``init``/``implementation`` (e.g. Tucker's
-    # ``fixed_spatial``); anything else is rejected by :meth:`check_options`
-    accepted_options: ClassVar[tuple[str, ...]] = ()
+    # the family's keyword options (e.g. Tucker's ``fixed_spatial``): taken by the constructor,
+    # :meth:`from_dense` and every rank/cost classmethod; anything else is rejected by :meth:`check_options`
+    options: ClassVar[tuple[FamilyOption, ...]] = ()
     # whether a parameter ratio above 1 has a meaning (low rank's overcomplete U M Vᵀ)
     has_overcomplete_form: ClassVar[bool] = False
+    # how the family holds the official Table-2 block's pointwise tensor (None: it does not serve it)
+    separable: ClassVar[type[SeparableCarrier] | None] = None
+    # the per-factor draws of :data:`~tdecomp.init.FACTOR_INITS` the family defines (:meth:`init_factors`)
+    factor_inits: ClassVar[tuple[str, ...]] = ()
+    # the family's tensorly-torch counterpart, for the benchmarks (None: tltorch has none)
+    tltorch: ClassVar[TltorchFormat | None] = None
 
     def __init__(
         self,
@@ -261,9 +86,12 @@ class FactorizedLayer(Factorized):
         implementation: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         self.spec = spec
+        self._init_dense_compatible(device, dtype)
+        self.family_options = self.resolve_options(options)  # every option, defaults filled in
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
         self._choices: dict[tuple, str] = {}  # (input shape, dtype, device) → implementation
         self._build(tuple(rank), {"device": device, "dtype": dtype})
@@ -355,145 +183,42 @@ class FactorizedLayer(Factorized):
     # ------------------------------------------------------------------ cost model (optional)
     # A family without these still works: ``"auto"`` then always runs ``"factorized"``.
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
-        """:class:`Cost` of :meth:`_forward_factorized` on one sample of spatial ``grid`` (:func:`conv_grid`)."""
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:
+        """:class:`Cost` of :meth:`_forward_factorized` on one sample of spatial ``grid``
+        (:func:`~tdecomp.layers.cost.conv_grid`) for a layer with these ranks and family ``options``."""
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
-        """MACs of one :meth:`reconstruct` call."""
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], **options: Any) -> int:
+        """MACs of one :meth:`reconstruct` call of a layer with these ranks and family ``options``."""
         raise NotImplementedError(f"family {cls.family!r} has no cost model")
 
-    # ------------------------------------------------------------------ dynamics (analysis/)
-    # Not abstract: the defaults below are exact for any family whose weight is multilinear in
-    # its factors (each factor enters once, linearly). The built-in families override all three
-    # with cheaper factor-only computations.
-    def inner(self, other: Sequence[Tensor]) -> Tensor:
-        """⟨W, W'⟩_F, where W' is the weight this layer would have with ``other`` as its factors.
-
-        ``other`` matches :meth:`factors` entry by entry (same shapes, e.g. a detached snapshot
-        of this layer's factors at an earlier step); ``inner(factors())`` equals
-        :meth:`frobenius_sq`. Scalar tensor. Built-in families compute it from cross-Gram
-        matrices of the two factor sets; the default reconstructs both W and W'.
-        """
-        return (self.reconstruct() * self._reconstruct_with(other)).sum()
-
-    def balancedness(self) -> Tensor:
-        """How far the factors are from balanced: a norm of quantities gradient flow conserves.
-
-        Each family sums ‖D‖²_F over the conserved Gram differences D of its adjacent factor
-        pairs and returns the square root (its docstring gives D). Gradient flow on any loss of
-        W alone (including Frobenius decay) leaves every D unchanged; plain weight decay λ on the
-        factors shrinks them as e^{−2λt}. Scalar tensor, 0 for balanced factors.
-
-        Default: D_k = ‖F_k‖²_F − ‖F_{k+1}‖²_F over consecutive :meth:`factors`. W multilinear
-        in the factors is invariant under F_k → cF_k, F_{k+1} → F_{k+1}/c, so gradient flow
-        conserves D_k (the trace of the Gram differences the built-in families report).
-        """
-        sq = torch.stack([f.square().sum() for f in self.factors()])
-        return (sq[:-1] - sq[1:]).norm()
-
-    def singular_values(self) -> Tensor:
-        """Singular values (descending) of W's matricization :func:`matricize`.
-
-        Default: reconstruct W and take ``svdvals`` of the m × n matrix (``spec.matrix_shape``),
-        O(mn·min(m, n)); families with orthogonalizable factors override it
-        with QR of the factors and an SVD of a small core.
-        """
-        return torch.linalg.svdvals(matricize(self.reconstruct(), self.spec))
-
-    def _reconstruct_with(self, factors: Sequence[Tensor]) -> Tensor:
-        """:meth:`reconstruct` with the parameters that :meth:`factors` returns replaced by ``factors``."""
-        names = {id(p): name for name, p in self.named_parameters()}
-        mine = self.factors()
-        missing = [i for i, f in enumerate(mine) if id(f) not in names]
-        if missing or len(factors) != len(mine):
-            raise NotImplementedError(
-                f"family {self.family!r}: the default inner() needs factors() to return its parameters "
-                f"and {len(mine)} replacements; override inner() instead"
-            )
-        swap = {names[id(f)]: o for f, o in zip(mine, factors)}
-        return torch.func.functional_call(MethodAsForward(self, "reconstruct"),
-                                           {f"module.{n}": t for n, t in swap.items()}, ())
+    # ------------------------------------------------------------------ allocation (optional)
+    @classmethod
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, **options: Any) -> list[EnergyCurve | None]:
+        """Per rank entry, the :class:`~tdecomp.layers.energy.EnergyCurve` of what that entry
+        truncates in a layer ``spec`` holding the dense ``weight`` (``spec.weight_shape``) with these
+        options; ``None`` for an entry the family keeps at full size. Read by the allocation rules
+        that look at the trained weight (``energy``, ``stable-rank``)."""
+        raise ValueError(f"rank allocation by the trained weight needs family {cls.family!r} to define "
+                         "energy_curves; use allocation='uniform' for it")
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def resolve_rank(cls, spec: DenseSpec, rank: Rank, **options: Any) -> tuple[int, ...]:
-        """Turn a user ``rank`` into explicit ranks.
-
-        - ``float``: target ratio of the factorized weight's parameters to the dense weight's
-          (as in tensorly-torch); the family's rank scale is bisected to the closest count.
-        - :class:`RankScale` ``s``: the family's ranks at rank scale s directly (unclamped).
-        - ``int``: the family's single rank (see each family).
-        - tuple of ints: one entry per :meth:`rank_names`.
-        Ranks above :meth:`max_ranks` carry no extra expressiveness and are clamped with a warning.
-        """
-        if isinstance(rank, bool):
-            raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
-        if isinstance(rank, float):
-            if isinstance(rank, RankScale):
-                if not math.isfinite(rank) or rank <= 0:
-                    raise ValueError(f"rank scale must be a positive number, got {float(rank)!r}")
-                return cls._ranks_at_scale(spec, float(rank), **options)
-            cls.check_ratio(rank)
-            (ranks,) = allocate(
-                [lambda s: cls._ranks_at_scale(spec, s, **options)],
-                lambda _, r: cls.count_params(spec, r, **options),
-                rank * spec.weight_numel,
-            )
-            return ranks
-        if isinstance(rank, int):
-            if rank <= 0:
-                raise ValueError(f"rank must be a positive int, got {rank!r}")
-            ranks = cls._ranks_from_int(spec, rank, **options)
-        elif isinstance(rank, Sequence) and not isinstance(rank, str):
-            names = cls.rank_names(spec)
-            if len(rank) != len(names):
-                raise ValueError(
-                    f"rank for family {cls.family!r} on a {spec.kind} layer must have "
-                    f"{len(names)} entries {names}, got {len(rank)}: {tuple(rank)!r}"
-                )
-            if not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rank):
-                raise ValueError(f"rank entries must be positive ints, got {tuple(rank)!r}")
-            ranks = tuple(rank)
-        else:
-            raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
-        return cls._clamp(spec, ranks, warn=True)
+    resolve_rank = classmethod(ranks.resolve_rank)
+    _clamp = classmethod(ranks.clamp)
+    check_ratio = classmethod(ranks.check_ratio)
 
     @classmethod
-    def _clamp(cls, spec: DenseSpec, ranks: Sequence[int], warn: bool = False) -> tuple[int, ...]:
-        limits = cls.max_ranks(spec)
-        clamped = cls._feasible(
-            spec, tuple(r if m is None else max(1, min(r, m)) for r, m in zip(ranks, limits))
-        )
-        if warn and clamped != tuple(ranks):
-            warnings.warn(
-                f"{cls.family} rank {tuple(ranks)} exceeds the maximum {limits} for weight shape "
-                f"{spec.weight_shape}; using {clamped}",
-                stacklevel=4,
-            )
-        return clamped
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """``TypeError`` naming any option this family does not declare (a typo would be ignored),
+        ``ValueError`` for a value of the wrong type or outside the option's choices."""
+        check_options(cls.family, cls.options, options, extra=("implementation",))
 
     @classmethod
-    def check_ratio(cls, ratio: float) -> None:
-        """``ValueError`` unless ``ratio`` is a parameter ratio this family can hold: finite, > 0,
-        and ≤ 1 unless the family has an overcomplete form (otherwise its layers would be larger
-        than the dense ones and be reported at the dense size)."""
-        if not math.isfinite(ratio) or ratio <= 0:
-            raise ValueError(f"rank must be a positive parameter ratio, got {ratio!r}")
-        if ratio > 1 and not cls.has_overcomplete_form:
-            overcomplete = [n for n in available_families() if get_family(n).has_overcomplete_form]
-            raise ValueError(f"rank={ratio} exceeds the dense layer's parameters, and family {cls.family!r} has no "
-                             f"overcomplete form; use a ratio ≤ 1 (ratios > 1: {', '.join(overcomplete)})")
-
-    @classmethod
-    def check_options(cls, options: Collection[str]) -> None:
-        """``TypeError`` naming any option this family does not accept (a typo would be ignored)."""
-        unknown = sorted(set(options) - {"implementation", *cls.accepted_options})
-        if unknown:
-            accepted = ", ".join(["implementation", *cls.accepted_options])
-            raise TypeError(f"family {cls.family!r} got unknown option(s) {', '.join(unknown)}; "
-                            f"it accepts: {accepted}")
+    def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option of the family: ``options`` (checked) where given, the defaults elsewhere."""
+        check_options(cls.family, cls.options, options)
+        return with_defaults(cls.options, options)
 
     @classmethod
     def from_dense(
@@ -506,7 +231,10 @@ class FactorizedLayer(Factorized):
     ) -> FactorizedLayer:
         """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`."""
         check_choice("init", init, LAYER_INIT_METHODS)
+        if init in FACTOR_INITS:
+            cls._check_factor_init(init)
         cls.check_options(options)
+        options = cls.resolve_options(options)
         spec = DenseSpec.from_module(module)
         weight = module.weight.detach()
         layer = cls(
@@ -515,7 +243,7 @@ class FactorizedLayer(Factorized):
             implementation=implementation,
             device=weight.device,
             dtype=weight.dtype,
-            **cls._init_options(**options),
+            **options,
         )
         if init == "spectral":
             layer.init_spectral(weight)
@@ -528,15 +256,19 @@ class FactorizedLayer(Factorized):
                 layer.bias.copy_(module.bias)
         return layer
 
-    @classmethod
-    def _init_options(cls, **options: Any) -> dict[str, Any]:
-        """The family options its constructor takes (default: none; they only shape the ranks)."""
-        return {}
-
     def init_factors(self, kind: str) -> None:
-        """Per-factor draws :data:`~tdecomp.init.FACTOR_INITS` (defined by the low-rank family)."""
-        raise ValueError(f"init={kind!r} is defined for the lowrank family only, not {self.family!r}; "
-                         "use init='random' or 'spectral'")
+        """One of the per-factor draws :data:`~tdecomp.init.FACTOR_INITS` that the family defines
+        (:attr:`factor_inits`); each family documents its draws."""
+        self._check_factor_init(kind)
+        raise NotImplementedError(f"family {self.family!r} lists {kind!r} in factor_inits but defines no init_factors")
+
+    @classmethod
+    def _check_factor_init(cls, kind: str) -> None:
+        """``ValueError`` naming the families that define ``kind`` unless this family does."""
+        if kind not in cls.factor_inits:
+            defining = [n for n in FAMILIES.names() if kind in FAMILIES.get(n).factor_inits]
+            raise ValueError(f"init={kind!r} is not defined for family {cls.family!r} (it is for: "
+                             f"{', '.join(defining)}); use init='random' or 'spectral'")
 
     @torch.no_grad()
     def init_random(self, std: float) -> None:
@@ -553,89 +285,6 @@ class FactorizedLayer(Factorized):
         if self.bias is not None:
             bound = 1.0 / math.sqrt(self.spec.fan_in)
             self.bias.uniform_(-bound, bound)
-
-    # ------------------------------------------------------------------ cost model
-    @classmethod
-    def _reconstructed_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
-        """Build W once per call (``fixed_macs``; W is the ``fixed_memory``), then the dense op."""
-        macs = grid.out * spec.weight_numel
-        return Cost(macs, 0, cls._reconstruct_macs(spec, rank), spec.weight_numel, 2)
-
-    def _batch_and_grid(self, input_shape: Sequence[int]) -> tuple[int, Grid]:
-        """Samples N (all leading dims; an unbatched conv input is one) and :func:`conv_grid`."""
-        n = self.spec.n_spatial
-        return math.prod(input_shape[: -1 - n]), conv_grid(self.spec, input_shape[len(input_shape) - n :])
-
-    def macs(self, input_shape: Sequence[int], implementation: str | None = None) -> int:
-        """Multiply-accumulates of one forward on an input of ``input_shape`` (:meth:`Cost.total_macs`).
-
-        ``implementation`` defaults to the one :meth:`forward` runs. The dense layer's count is
-        N·P_out·numel(W) (P_out output positions per sample); the ratio of the two is the benchmarks' FLOP ratio.
-        """
-        impl = self.choose_implementation(input_shape) if implementation is None else implementation
-        check_choice("implementation", impl, IMPLEMENTATIONS[:2])
-        batch, grid = self._batch_and_grid(input_shape)
-        cost = self._factorized_cost if impl == "factorized" else self._reconstructed_cost
-        return cost(self.spec, self.rank, grid).total_macs(batch)
-
-    def choose_implementation(self, input_shape: Sequence[int]) -> str:
-        """The implementation :meth:`forward` runs on an input of ``input_shape``.
-
-        For ``"auto"``, the one with the lower forward cost (the backward pass costs ≈ 2× the
-        forward in both, so the choice holds for fwd+bwd):
-
-            factorized:    N·(Σ_stages MACs + κ_m·Σ_stages stored activations) + per-call kernel
-                           building (e.g. Tucker's G ×₃ U_h ×₄ U_w) + κ_op·#ops
-            reconstructed: N·P_out·numel(W) + MACs(reconstruct) + κ_m·numel(W) + 2κ_op
-
-        N = samples (batch × any extra leading dims), P_out = output positions per sample,
-        κ_m = ``MEMORY_COST``, κ_op = ``OP_COST``; each family's :meth:`_factorized_cost` counts
-        its stages on the grids they see (strides included, :class:`Grid`). Factorized wins for
-        ratios < 1 on all but tiny N·P_out; reconstructed wins for
-        e.g. overcomplete low-rank layers or batch-1 inference on small feature maps. The choice
-        depends on shapes only, never on weights, which change every step. On CUDA
-        :meth:`forward` measures instead (:mod:`tdecomp.layers.choice`).
-        """
-        if self.implementation != "auto":
-            return self.implementation
-        batch, grid = self._batch_and_grid(input_shape)
-        return _auto_choice(type(self), self.spec, self.rank, batch, grid)
-
-    # ------------------------------------------------------------------ the interface
-    def forward(self, x: Tensor) -> Tensor:
-        return self._run(x, self._implementation_for(x))
-
-    def _implementation_for(self, x: Tensor) -> str:
-        """The implementation for input ``x``: fixed, or for ``"auto"`` the choice cached on this
-        layer per (shape, dtype, device) — measured on :data:`choice.MEASURED_DEVICES` in eager
-        mode, else :meth:`choose_implementation`. Under ``torch.compile`` only the cache and the
-        cost model run (traced to constants), never a timing."""
-        if self.implementation != "auto":
-            return self.implementation
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        key = (tuple(x.shape), dtype, x.device)
-        cached = self._choices.get(key)
-        if cached is not None:
-            return cached
-        if x.device.type in choice.MEASURED_DEVICES and not torch.compiler.is_compiling():
-            geometry = (type(self), self.spec, self.rank, *key)
-            params = [p for p in self.parameters() if p.requires_grad]
-            chosen = choice.measure(geometry, self._run, x, params)
-        else:
-            chosen = self.choose_implementation(x.shape)
-        self._choices[key] = chosen
-        return chosen
-
-    def _run(self, x: Tensor, implementation: str) -> Tensor:
-        if implementation == "reconstructed":
-            with self._weight_precision(x):
-                weight = self.reconstruct()
-            return self.spec.functional(x, weight, self.bias)
-        pad: tuple[int, ...] = ()
-        if self.spec.is_conv:
-            x, pad = self.spec.pad_input(x)
-        out = self._forward_factorized(x, pad)
-        return out if self.bias is None else out + self.spec.bias_view(self.bias)
 
     def to_dense(self) -> nn.Module:
         """An ``nn.Linear``/``nn.Conv{1,2,3}d`` computing exactly this layer's function."""
@@ -658,32 +307,3 @@ class FactorizedLayer(Factorized):
             f"family={self.family}, {s.kind}({geometry}), rank={self.rank}, "
             f"params={self.num_params} ({self.param_ratio:.3f} of dense)"
         )
-
-    # ------------------------------------------------------------------ helpers for families
-    @staticmethod
-    def _weight_precision(x: Tensor) -> torch.autocast:
-        """Build weights from factors in the factors' precision even under autocast: a product of
-        3–4 factors rounded to bf16 at every stage loses ~3 significant bits; the weight is small
-        and the op that uses it is cast to the autocast dtype anyway."""
-        return torch.autocast(x.device.type, enabled=False)
-
-    def _mix(self, x: Tensor, weight: Tensor) -> Tensor:
-        """Channel mixing by ``weight`` (out, in): a matmul on the last dim, or a 1-tap conv."""
-        if self.spec.is_conv:
-            return self._conv(x, weight, (), (0,) * self.spec.n_spatial)
-        return F.linear(x, weight)
-
-    def _conv(
-        self, x: Tensor, weight: Tensor, modes: Sequence[int], pad: Sequence[int], groups: int = 1
-    ) -> Tensor:
-        """Convolution by ``weight`` (o, i/groups, *kernel over ``modes``) over the factor ``modes``.
-
-        ``modes`` index :attr:`DenseSpec.factor_axes` (the kernel axes of size > 1); the dense
-        layer's stride/padding/dilation apply there, the other spatial axes see a 1-tap kernel.
-        """
-        spec = self.spec
-        axes = [spec.factor_axes[m] for m in modes]
-        kernel = [1] * spec.n_spatial
-        for a, k in zip(axes, weight.shape[2:]):
-            kernel[a] = k
-        return spec.axis_conv(x, weight.reshape(*weight.shape[:2], *kernel), axes, pad, groups)

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from .._validation import check_choice
 from ..init import FACTOR_INITS, LAYER_INIT_METHODS
-from .base import Rank
 from .lowrank import LowRankLayer
+from .ranks import Rank
 from .spec import DenseSpec
 
 
@@ -28,7 +28,8 @@ class FactorizedEmbedding(LowRankLayer):
     A low-rank layer of the table read as a bias-free Linear d → N (:meth:`table_spec`), so ranks
     (a :class:`RankScale` s gives r = round(s·min(N, d)), frob.py:101), SI (balanced truncated
     SVD), ‖E‖²_F for FD and :meth:`reconstruct` are the low-rank family's. Only the 2-factor form
-    (r ≤ min(N, d)); :meth:`to_dense` gives back an ``nn.Embedding``.
+    (r ≤ min(N, d)); :meth:`to_dense` gives back an ``nn.Embedding``. Drop-in as ``nn.Embedding``:
+    ``num_embeddings``, ``embedding_dim``, ``padding_idx`` and a (N, d) placeholder ``weight``.
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, rank: Rank, padding_idx: int | None = None,
@@ -42,6 +43,18 @@ class FactorizedEmbedding(LowRankLayer):
                              f"{min(num_embeddings, embedding_dim)}; a factorized embedding has no overcomplete form")
         super().__init__(spec, ranks, device=device, dtype=dtype)
         self.padding_idx = padding_idx
+
+    def _dense_attributes(self) -> frozenset[str]:
+        """An ``nn.Embedding`` has neither a Linear's nor a conv's attributes; its own are below."""
+        return frozenset()
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.spec.out_channels
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.spec.in_channels
 
     @staticmethod
     def table_spec(num_embeddings: int, embedding_dim: int) -> DenseSpec:

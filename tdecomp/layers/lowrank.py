@@ -9,17 +9,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._decompositions import product_frobenius_sq
 from .._svd import truncated_svd
-from .._validation import check_choice
-from ..init import balanced_std
-from .base import Cost, FactorizedLayer, Grid, matricize, register_family
-from .spec import DenseSpec
+from ..init import FACTOR_INITS, balanced_std
+from .attention.geometry import AttentionSpec
+from .attention.heads import HeadProducts, register_heads
+from .base import FactorizedLayer
+from .cost import Cost, Grid
+from .energy import EnergyCurve
+from .options import FamilyOption
+from .registry import register_family
+from .spec import DenseSpec, matricize
 
 # how a layer with rank r > k = min(m, n) (or, for "deep", any r) is built; see LowRankLayer
-OVERCOMPLETE_MODES = ("balanced", "wide", "deep")
+OVERCOMPLETE = FamilyOption(
+    "overcomplete", str, "balanced", "how a rank r > min(m, n) is built: balanced U M Vᵀ (exact SI), wide "
+    "2-factor U Vᵀ (SI zero-pads; the official code), deep U M Vᵀ at every r (M = I; the official --square)",
+    ("balanced", "wide", "deep"))
 # rank from rank scale s: "min" r = s·min(m, n); "paper" (microsoft/fnl_paper frob.py:101,143)
 # r = s·c_out·k_h for a conv, s·min(m, n) for a Linear
-RANK_RULES = ("min", "paper")
+RANK_RULE = FamilyOption(
+    "rank_rule", str, "min", "rank from a rank scale s: min r = s·min(m, n); paper r = s·c_out·k_h for a conv "
+    "(the official frob.py:143), s·min(m, n) for a Linear", ("min", "paper"))
 
 
 def balanced_svd(matrix: Tensor, r: int) -> tuple[Tensor, Tensor]:
@@ -34,20 +45,12 @@ def balanced_svd(matrix: Tensor, r: int) -> tuple[Tensor, Tensor]:
     return p * root, qh.mT * root
 
 
-def product_frobenius_sq(u: Tensor, v: Tensor) -> Tensor:
-    """Σ over leading dims of ‖U Vᵀ‖²_F = tr((UᵀU)(VᵀV)) for U (*, m, r), V (*, n, r).
-
-    O((m+n)r²) per matrix; U Vᵀ (m, n) is never formed.
-    """
-    return ((u.mT @ u) * (v.mT @ v)).sum()
-
-
 @register_family("lowrank")
 class LowRankLayer(FactorizedLayer):
     """W = U Vᵀ with U: (m, r), V: (n, r); for r > min(m, n) the overcomplete W = U M Vᵀ.
 
     A Linear weight is the matrix itself (m = c_out, n = c_in). A conv kernel is matricized by
-    :func:`~tdecomp.layers.base.matricize`: (c_out·k_h) × (c_in·k_w) with W₍ₘₐₜ₎[(o, h), (i, w)] =
+    :func:`~tdecomp.layers.spec.matricize`: (c_out·k_h) × (c_in·k_w) with W₍ₘₐₜ₎[(o, h), (i, w)] =
     W[o, i, h, w] for a 2-D kernel, c_out × (c_in·k) for a 1-D (or (1, k)) kernel, c_out × c_in for
     1×1, (c_out·k_d) × (c_in·k_h·k_w) for 3-D. The forward is a conv over the column modes
     (1×k_w; k; k_h×k_w) c_in → r, then one over the row modes (k_h×1; a 1-tap mix; k_d) r → c_out;
@@ -57,7 +60,7 @@ class LowRankLayer(FactorizedLayer):
     Rank: an int r, a tuple ``(r,)``, or a float parameter ratio (ratios above what r = min(m, n)
     needs give the overcomplete form, the paper's "knowledge distillation without a teacher").
 
-    Option ``overcomplete`` (:data:`OVERCOMPLETE_MODES`) says how r > k = min(m, n) is built:
+    Option ``overcomplete`` (:data:`OVERCOMPLETE`) says how r > k = min(m, n) is built:
 
     - ``"balanced"`` (default): U M Vᵀ with a r×r middle factor for r > k, balanced SI (below);
     - ``"wide"``: 2-factor U Vᵀ with r columns (the official code, frob.py:102-108); SI fills
@@ -66,7 +69,7 @@ class LowRankLayer(FactorizedLayer):
     - ``"deep"``: U M Vᵀ for every r, including r = k (the official ``--square``, frob.py:156),
       with M = I and the SI (zero-padded) √Σ-scaled outer factors.
 
-    Option ``rank_rule`` (:data:`RANK_RULES`) maps a rank scale s to r.
+    Option ``rank_rule`` (:data:`RANK_RULE`) maps a rank scale s to r.
 
     Training with Frobenius decay: U Vᵀ trains with plain FD as in the paper; the overcomplete
     U M Vᵀ has three factors, and :func:`tdecomp.rebalance` (called after each optimizer step,
@@ -74,16 +77,13 @@ class LowRankLayer(FactorizedLayer):
     """
 
     has_overcomplete_form = True
-    accepted_options = ("overcomplete", "rank_rule")
+    options = (OVERCOMPLETE, RANK_RULE)
+    factor_inits = FACTOR_INITS
 
-    def __init__(self, spec: DenseSpec, rank: Sequence[int], *, overcomplete: str = "balanced",
-                 **kwargs: Any) -> None:
-        self.mode = check_choice("overcomplete", overcomplete, OVERCOMPLETE_MODES)
-        super().__init__(spec, rank, **kwargs)
-
-    @classmethod
-    def _init_options(cls, overcomplete: str = "balanced", **options: Any) -> dict[str, Any]:
-        return {"overcomplete": overcomplete}
+    @property
+    def mode(self) -> str:
+        """The ``overcomplete`` option this layer was built with."""
+        return self.family_options[OVERCOMPLETE.name]
 
     @staticmethod
     def has_middle(mode: str, r: int, k: int) -> bool:
@@ -104,11 +104,11 @@ class LowRankLayer(FactorizedLayer):
 
     @classmethod
     def _ranks_at_scale(
-        cls, spec: DenseSpec, scale: float, rank_rule: str = "min", **options: Any
+        cls, spec: DenseSpec, scale: float, rank_rule: str = RANK_RULE.default, **options: Any
     ) -> tuple[int, ...]:
         """r = max(1, round(s·d)); d = min(m, n), or under ``"paper"`` d = c_out·k_h for a conv (k_h its
         first kernel axis, size 1 included: frob.py's (c_out·k_h) × (c_in·k_w) matrix, not ours)."""
-        check_choice("rank_rule", rank_rule, RANK_RULES)
+        RANK_RULE.check(rank_rule, cls.family)
         base = spec.out_channels * spec.kernel_size[0] if rank_rule == "paper" and spec.is_conv else min(
             cls._dims(spec))
         return (max(1, round(scale * base)),)
@@ -118,7 +118,14 @@ class LowRankLayer(FactorizedLayer):
         return (rank,)
 
     @classmethod
-    def count_params(cls, spec: DenseSpec, rank, overcomplete: str = "balanced", **options: Any) -> int:
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, **options: Any) -> list[EnergyCurve | None]:
+        """σ_j² of the matricization :func:`~tdecomp.layers.spec.matricize`: the rank-r U Vᵀ of SI is
+        its best rank-r approximation (Eckart–Young), keeping Σ_{j≤r} σ_j²."""
+        total = weight.reshape(spec.tensor_shape).square().sum()
+        return [EnergyCurve.of_unfolding(matricize(weight, spec), total)]
+
+    @classmethod
+    def count_params(cls, spec: DenseSpec, rank, overcomplete: str = OVERCOMPLETE.default, **options: Any) -> int:
         (r,) = rank
         m, n = cls._dims(spec)
         return r * (m + n) + (r * r if cls.has_middle(overcomplete, r, min(m, n)) else 0)
@@ -249,20 +256,24 @@ class LowRankLayer(FactorizedLayer):
             self.M.copy_(torch.eye(r, dtype=self.M.dtype, device=self.M.device))
 
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid,
+                         overcomplete: str = OVERCOMPLETE.default, **options: Any) -> Cost:
         """Column-mode conv c_in→r on the grid with those modes strided (e.g. (h_in, w_out)), then
-        row-mode conv r→c_out on the output grid; overcomplete: U M (m·r² MACs) per call."""
+        row-mode conv r→c_out on the output grid; with a middle factor (:meth:`has_middle`) U M
+        (m·r² MACs) per call."""
         (r,) = rank
         m, n = cls._dims(spec)
         mid = grid.positions(range(spec.n_row_modes, len(spec.factor_kernel)))
-        left = (m * r * r, m * r) if r > min(m, n) else (0, 0)
+        left = (m * r * r, m * r) if cls.has_middle(overcomplete, r, min(m, n)) else (0, 0)
         return Cost(mid * r * n + grid.out * r * m, mid * r, *left, 2 + (left[0] > 0))
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], overcomplete: str = OVERCOMPLETE.default,
+                          **options: Any) -> int:
+        """(U M) Vᵀ: m·n·r, plus m·r² for U M with a middle factor."""
         (r,) = rank
         m, n = cls._dims(spec)
-        return m * n * r + (m * r * r if r > min(m, n) else 0)
+        return m * n * r + (m * r * r if cls.has_middle(overcomplete, r, min(m, n)) else 0)
 
     def inner(self, other: Sequence[Tensor]) -> Tensor:
         """⟨U Vᵀ, U'V'ᵀ⟩ = Σ (UᵀU') ∗ (VᵀV'); overcomplete: Σ (MᵀUᵀU'M') ∗ (VᵀV'). O((m+n)r² + r³)."""
@@ -293,3 +304,57 @@ class LowRankLayer(FactorizedLayer):
         r_v = torch.linalg.qr(self.V)[1]
         core = r_u @ r_v.T if self.M is None else r_u @ self.M @ r_v.T
         return torch.linalg.svdvals(core)
+
+
+@register_heads(LowRankLayer)
+class LowRankHeads(HeadProducts):
+    """Independent per-head factors M_h = U_h V_hᵀ, U (H, m, r), V (H, n, r), r ≤ d_h.
+
+    SI: the balanced truncated SVD of every product, as :class:`~tdecomp.layers.LowRankLayer`.
+    """
+
+    default = True  # the paper's per-head QKᵀ/OVᵀ factors
+
+    @classmethod
+    def rank_names(cls) -> tuple[str, ...]:
+        return ("r",)
+
+    @classmethod
+    def max_ranks(cls, spec: AttentionSpec) -> tuple[int, ...]:
+        return (spec.head_dim,)  # the dense products have rank ≤ d_h
+
+    @classmethod
+    def effective_rank(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> tuple[int, ...]:
+        return (min(rank[0], m, n),)
+
+    @classmethod
+    def count_params(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> int:
+        (r,) = cls.effective_rank(heads, m, n, rank)
+        return heads * (m + n) * r
+
+    def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
+        (r,) = rank
+        self.U = nn.Parameter(torch.empty(self.heads, self.m, r, **factory))
+        self.V = nn.Parameter(torch.empty(self.heads, self.n, r, **factory))
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        return (self.U.shape[-1],)
+
+    def left(self) -> Tensor:
+        return self.U
+
+    def right(self) -> Tensor:
+        return self.V
+
+    @torch.no_grad()
+    def init_spectral(self, products: Tensor) -> None:
+        u, v = balanced_svd(products.to(self.U.dtype), self.rank[0])
+        self.U.copy_(u)
+        self.V.copy_(v)
+
+    @torch.no_grad()
+    def init_random(self, std: float) -> None:
+        s = balanced_std(std, self.rank[0], 2)
+        self.U.normal_(0.0, s)
+        self.V.normal_(0.0, s)

@@ -8,17 +8,19 @@ replace a k×k conv c_in → c_out by
     y = conv1×1(z, P),  P (c_out, c_in) = reshape(T),  T (d₀, d₁, d₂) a TT or Tucker tensor,
 
 where (d₀, d₁, d₂) is P's row-major reshape into 3 near-equal modes (decomposed.py:13-39,
-:func:`tensorize_shape`) and the ranks come from a rank scale s (:func:`ranks_at_scale`).
+:func:`tensorize_shape`) and the ranks come from a rank scale s (:meth:`SeparableCarrier.ranks_at_scale`).
 The dense equivalent is W[o, i] = P[o, i]·D[i] (D the depthwise kernel), so ``to_dense`` is exact.
 
 The tensor T is one of tdecomp's own TT/Tucker layers (its SI, Frobenius norm, rebalancing)
-holding the 3-way tensor as the weight of a Conv1d-shaped :class:`DenseSpec` (:func:`_carrier`);
+holding the 3-way tensor as the weight of a Conv1d-shaped :class:`DenseSpec`; each family that
+serves the block says how in its own file (its :class:`SeparableCarrier`, with the official ranks);
 that layer is never run as a conv.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -27,11 +29,13 @@ from torch import Tensor, nn
 
 from .._budget import allocate
 from .._validation import check_choice
-from .base import Factorized, FactorizedLayer, RankScale, get_family
+from .base import FactorizedLayer
+from .factorized import Factorized
+from .ranks import RankScale
+from .registry import available_families, get_family
 from .spec import CONV_TYPES, DenseSpec
 
 ORDER = 3  # blocks.py:264-273 passes dimensions=3 to TensorTrain/Tucker
-SEPARABLE_FAMILIES = ("tt", "tucker")
 # what the pointwise tensor decomposes at init (both decompose a fresh dense draw, as the official code)
 SEPARABLE_INITS = ("random", "spectral")
 
@@ -64,34 +68,47 @@ def tensorize_shape(c_out: int, c_in: int, order: int = ORDER) -> tuple[int, ...
     return (*dims, n)
 
 
-def ranks_at_scale(family: str, dims: Sequence[int], scale: float) -> tuple[int, ...]:
-    """decomposed.py:36-37: TT bond ranks max(1, round(s·min(d_k, d_{k+1}))); Tucker mode ranks
-    max(1, round(s·d_k)) (Python's round: halves to even, as the official code)."""
-    check_choice("family", family, SEPARABLE_FAMILIES)
-    if family == "tt":
-        return tuple(max(1, int(round(scale * min(a, b)))) for a, b in zip(dims, dims[1:]))
-    return tuple(max(1, int(round(scale * d))) for d in dims)
+class SeparableCarrier(ABC):
+    """How a family holds the block's pointwise tensor T (d₀, d₁, d₂) as one of its own layers.
 
-
-def _carrier(family: str, dims: Sequence[int]) -> DenseSpec:
-    """A Conv1d-shaped spec whose family tensor has the modes ``dims`` in this order.
-
-    Tucker decomposes ``tensor_shape`` = (c_out, c_in, k) = (d₀, d₁, d₂); TT chains its cores
-    over (c_in, k, c_out) = (d₀, d₁, d₂), the official TT order.
+    A family serves the block by setting its ``separable`` class attribute to a subclass (the
+    carrier lives in the family's file); :func:`separable_families` lists those that do.
     """
-    d0, d1, d2 = dims
-    out, inp, k = (d0, d1, d2) if family == "tucker" else (d2, d0, d1)
+
+    @staticmethod
+    @abstractmethod
+    def spec(dims: Sequence[int]) -> DenseSpec:
+        """The layer geometry whose family tensor has the modes ``dims`` (see :func:`carrier_spec`)."""
+
+    @staticmethod
+    @abstractmethod
+    def to_modes(weight: Tensor) -> Tensor:
+        """The carrier layer's ``reconstruct()`` (its ``spec.weight_shape``) as the (d₀, d₁, d₂) tensor."""
+
+    @staticmethod
+    @abstractmethod
+    def from_modes(tensor: Tensor) -> Tensor:
+        """Inverse of :meth:`to_modes`."""
+
+    @staticmethod
+    @abstractmethod
+    def ranks_at_scale(dims: Sequence[int], scale: float) -> tuple[int, ...]:
+        """The official ranks of the tensor at rank scale ``scale`` (decomposed.py:36-37)."""
+
+
+def carrier_spec(out: int, inp: int, k: int) -> DenseSpec:
+    """A Conv1d-shaped spec (never run as a conv): its ``tensor_shape`` is (out, inp, k)."""
     return DenseSpec(out, inp, False, (k,), (1,), (0,), (1,))
 
 
-def _to_modes(family: str, weight: Tensor) -> Tensor:
-    """The carrier's ``reconstruct()`` (its ``weight_shape``) as the (d₀, d₁, d₂) tensor."""
-    return weight if family == "tucker" else weight.movedim(0, -1)
+def separable_families() -> tuple[str, ...]:
+    """The registered families that serve the block (a ``separable`` carrier), sorted."""
+    return tuple(name for name in available_families() if get_family(name).separable is not None)
 
 
-def _from_modes(family: str, tensor: Tensor) -> Tensor:
-    """Inverse of :func:`_to_modes`."""
-    return tensor if family == "tucker" else tensor.movedim(-1, 0)
+def _carrier(family: str) -> type[SeparableCarrier]:
+    check_choice("family", family, separable_families())
+    return get_family(family).separable
 
 
 class SeparableLayer(Factorized):
@@ -99,8 +116,9 @@ class SeparableLayer(Factorized):
 
     Args:
         spec: the dense k×k conv it replaces (``nn.Conv{1,2,3}d`` with a kernel axis > 1).
-        family: ``"tt"`` or ``"tucker"``, the pointwise tensor's format.
-        rank: explicit ranks of the (d₀, d₁, d₂) tensor: TT (r₀₁, r₁₂), Tucker (r₀, r₁, r₂).
+        family: the pointwise tensor's format, one of :func:`separable_families` (TT, Tucker).
+        rank: explicit ranks of the (d₀, d₁, d₂) tensor in the family's terms: TT (r₀₁, r₁₂),
+            Tucker (r₀, r₁, r₂).
 
     Shapes: (N, c_in, *spatial) → (N, c_out, *spatial') as the dense conv with weight
     :meth:`reconstruct`. Parameters: the depthwise kernel c_in·Π k (plain weight, plain weight
@@ -114,14 +132,14 @@ class SeparableLayer(Factorized):
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.check_applies(spec)
-        self.spec, self.family = spec, check_choice("family", family, SEPARABLE_FAMILIES)
+        self.spec, self.family, self.carrier = spec, family, _carrier(family)
         self.dims = tensorize_shape(spec.out_channels, spec.in_channels)
         factory = {"device": device, "dtype": dtype}
         c_in = spec.in_channels
         self.depthwise = CONV_TYPES[spec.n_spatial - 1](
             c_in, c_in, spec.kernel_size, stride=spec.stride, padding=spec.padding, dilation=spec.dilation,
             groups=c_in, bias=False, padding_mode=spec.padding_mode, **factory)
-        cls, carrier = get_family(family), _carrier(family, self.dims)
+        cls, carrier = get_family(family), self.carrier.spec(self.dims)
         self.pointwise: FactorizedLayer = cls(carrier, cls._clamp(carrier, tuple(rank)),
                                               implementation="reconstructed", **factory)
         if spec.has_bias:
@@ -145,14 +163,13 @@ class SeparableLayer(Factorized):
     @classmethod
     def ranks_at_scale(cls, spec: DenseSpec, family: str, scale: float) -> tuple[int, ...]:
         """The official ranks at rank scale ``scale``, clamped to what the tensor can hold."""
-        dims = tensorize_shape(spec.out_channels, spec.in_channels)
-        carrier = _carrier(family, dims)
-        return get_family(family)._clamp(carrier, ranks_at_scale(family, dims, scale))
+        dims, carrier = tensorize_shape(spec.out_channels, spec.in_channels), _carrier(family)
+        return get_family(family)._clamp(carrier.spec(dims), carrier.ranks_at_scale(dims, scale))
 
     @classmethod
     def total_params(cls, spec: DenseSpec, family: str, rank: Sequence[int]) -> int:
         """Depthwise c_in·Π k + the tensor's factors + bias."""
-        carrier = _carrier(family, tensorize_shape(spec.out_channels, spec.in_channels))
+        carrier = _carrier(family).spec(tensorize_shape(spec.out_channels, spec.in_channels))
         bias = spec.out_channels if spec.has_bias else 0
         return spec.in_channels * math.prod(spec.kernel_size) + get_family(family).count_params(carrier, rank) + bias
 
@@ -210,7 +227,7 @@ class SeparableLayer(Factorized):
             p0.normal_(0.0, math.sqrt(2.0 / c_out))
         else:
             p0.uniform_(-1.0 / math.sqrt(c_in), 1.0 / math.sqrt(c_in))
-        self.pointwise.init_spectral(_from_modes(self.family, p0.reshape(self.dims)))
+        self.pointwise.init_spectral(self.carrier.from_modes(p0.reshape(self.dims)))
 
     # ------------------------------------------------------------------ the interface
     @property
@@ -219,7 +236,7 @@ class SeparableLayer(Factorized):
 
     def pointwise_weight(self) -> Tensor:
         """P (c_out, c_in): the tensor reshaped row-major (decomposed.py:95-98)."""
-        tensor = _to_modes(self.family, self.pointwise.reconstruct())
+        tensor = self.carrier.to_modes(self.pointwise.reconstruct())
         return tensor.reshape(self.spec.out_channels, self.spec.in_channels)
 
     def reconstruct(self) -> Tensor:

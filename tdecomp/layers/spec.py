@@ -258,3 +258,16 @@ class DenseSpec:
             if bias is not None:
                 module.bias.copy_(bias)
         return module
+
+
+def matricize(weight: Tensor, spec: DenseSpec) -> Tensor:
+    """The matrix W₍ₘₐₜ₎ = :meth:`DenseSpec.unfold` of a dense weight of shape ``spec.weight_shape``.
+
+    (c_out·k_h) × (c_in·k_w) for a 2-D kernel, W₍ₘₐₜ₎[(o, h), (i, w)] = W[o, i, h, w]; c_out × (c_in·k)
+    for a 1-D one (and a (1, k) 2-D one: size-1 axes are dropped first); (c_out·k_d) × (c_in·k_h·k_w)
+    for 3-D; a Linear or 1×1 weight is the c_out × c_in matrix. This is the matricization the
+    low-rank family factorizes, and the one whose singular values
+    :meth:`~tdecomp.layers.base.FactorizedLayer.singular_values` reports for every family (so
+    spectra are comparable).
+    """
+    return spec.unfold(weight.reshape(spec.tensor_shape))

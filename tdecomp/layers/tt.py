@@ -11,9 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from .._decompositions import tt_svd
-from .._tltorch import TTTensor
+from .._tltorch import TltorchFormat, TTTensor
 from ..init import balance_norms
-from .base import MEMORY_COST, Cost, FactorizedLayer, Grid, register_family
+from .base import FactorizedLayer
+from .cost import MEMORY_COST, Cost, Grid
+from .energy import EnergyCurve
+from .registry import register_family
+from .separable import SeparableCarrier, carrier_spec
 from .spec import DenseSpec
 
 
@@ -41,6 +45,29 @@ def _merges_kernel_cores(spec: DenseSpec, rank: tuple[int, ...]) -> bool:
     return bonds[0] * math.prod(spec.factor_kernel) * bonds[-1] < chain
 
 
+class TTCarrier(SeparableCarrier):
+    """The Table-2 block's pointwise tensor as a TT layer: its cores chain over (c_in, k, c_out) =
+    (d₀, d₁, d₂), the official TT order; official bond ranks max(1, round(s·min(d_k, d_{k+1})))
+    (Python's round: halves to even, as decomposed.py:36-37)."""
+
+    @staticmethod
+    def spec(dims: Sequence[int]) -> DenseSpec:
+        d0, d1, d2 = dims
+        return carrier_spec(d2, d0, d1)
+
+    @staticmethod
+    def to_modes(weight: Tensor) -> Tensor:
+        return weight.movedim(0, -1)
+
+    @staticmethod
+    def from_modes(tensor: Tensor) -> Tensor:
+        return tensor.movedim(-1, 0)
+
+    @staticmethod
+    def ranks_at_scale(dims: Sequence[int], scale: float) -> tuple[int, ...]:
+        return tuple(max(1, int(round(scale * min(a, b)))) for a, b in zip(dims, dims[1:]))
+
+
 @register_family("tt")
 class TTLayer(FactorizedLayer):
     """W[o, i, h, w] = Σ G₁[i, a] G₂[a, h, b] G₃[b, w, c] G₄[c, o] with cores (r_{k-1}, n_k, r_k).
@@ -62,6 +89,12 @@ class TTLayer(FactorizedLayer):
     trainer does under ``reg=fd``); it equalizes the core norms (G_k·c, G_{k+1}/c leave W
     unchanged and FD cannot see them, so SGD would drift along them).
     """
+
+    # tltorch's TT modes are ours, (c_in, *kernel, c_out), with the boundary ranks 1 included
+    tltorch = TltorchFormat("tt", rank=lambda rank: (1, *rank, 1))
+
+    separable = TTCarrier
+    factor_inits = ("kaiming-factors",)
 
     @classmethod
     def rank_names(cls, spec: DenseSpec) -> tuple[str, ...]:
@@ -94,6 +127,16 @@ class TTLayer(FactorizedLayer):
         return (rank,) * (len(_tt_shape(spec)) - 1)
 
     @classmethod
+    def energy_curves(cls, spec: DenseSpec, weight: Tensor, **options: Any) -> list[EnergyCurve | None]:
+        """σ_j² of the sequential unfoldings (Π_{j≤k} n_j) × (Π_{j>k} n_j) in the TT mode order (TT-SVD:
+        the sum of their truncation errors bounds its error)."""
+        tensor = weight.reshape(spec.tensor_shape)
+        total = tensor.square().sum()
+        chain, shape = tensor.movedim(0, -1), _tt_shape(spec)
+        return [EnergyCurve.of_unfolding(chain.reshape(math.prod(shape[: k + 1]), -1), total)
+                for k in range(len(shape) - 1)]
+
+    @classmethod
     def count_params(cls, spec: DenseSpec, rank, **options: Any) -> int:
         full = (1, *rank, 1)
         return sum(a * n * b for a, n, b in zip(full, _tt_shape(spec), full[1:]))
@@ -101,17 +144,17 @@ class TTLayer(FactorizedLayer):
     def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
         shape, full = _tt_shape(self.spec), (1, *rank, 1)
         cores = [nn.Parameter(torch.empty(a, n, b, **factory)) for a, n, b in zip(full, shape, full[1:])]
-        self.weight = TTTensor(cores, shape=shape, rank=full)
+        self.decomposition = TTTensor(cores, shape=shape, rank=full)
 
     @property
     def rank(self) -> tuple[int, ...]:
-        return tuple(self.weight.rank[1:-1])
+        return tuple(self.decomposition.rank[1:-1])
 
     def factors(self) -> list[Tensor]:
-        return list(self.weight.factors)
+        return list(self.decomposition.factors)
 
     def reconstruct(self) -> Tensor:
-        cores = list(self.weight.factors)
+        cores = list(self.decomposition.factors)
         out = cores[0].reshape(cores[0].shape[1], -1)
         for core in cores[1:]:
             out = (out @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
@@ -122,7 +165,7 @@ class TTLayer(FactorizedLayer):
         # Gram of the left part, (r_k, r_k): Γ_k = Σ_{a,n} (Γ_{k−1} G_k)[a, n, :]ᵀ G_k[a, n, :], as two
         # plain matmuls per core (einsum's dispatch dominated this O(Σ n_k r³) term).
         gram = None
-        for core in self.weight.factors:
+        for core in self.decomposition.factors:
             a, n, b = core.shape
             rows = core.reshape(a * n, b)
             left = rows if gram is None else (gram @ core.reshape(a, n * b)).reshape(a * n, b)
@@ -131,7 +174,7 @@ class TTLayer(FactorizedLayer):
 
 
     def _forward_factorized(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
-        first, *middle, last = self.weight.factors
+        first, *middle, last = self.decomposition.factors
         z = self._mix(x, first[0].T)
         if _merges_kernel_cores(self.spec, self.rank):
             with self._weight_precision(x):
@@ -144,17 +187,28 @@ class TTLayer(FactorizedLayer):
 
     @torch.no_grad()
     def init_spectral(self, weight: Tensor) -> None:
-        tensor = weight.to(self.weight.factors[0].dtype).reshape(self.spec.tensor_shape)
+        tensor = weight.to(self.decomposition.factors[0].dtype).reshape(self.spec.tensor_shape)
         cores = tt_svd(tensor.movedim(0, -1), self.rank)
-        for p, t in zip(self.weight.factors, cores):
+        for p, t in zip(self.decomposition.factors, cores):
             p.copy_(t)
         balance_norms(self.factors())
 
     def _random_init_terms(self) -> int:
         return math.prod(self.rank)
 
+    @torch.no_grad()
+    def init_factors(self, kind: str) -> None:
+        """``"kaiming-factors"``: each core N(0, 2/fan_in) as the map it applies in the forward chain —
+        the first √(2/c_in) (c_in → r₁), kernel core j √(2/(r_{j−1}·n_j)) (its k_j-tap conv
+        r_{j−1} → r_j), the last √(2/r_last) (r_last → c_out)."""
+        self._check_factor_init(kind)
+        *cores, last = self.factors()
+        for core in cores:
+            core.normal_(0.0, math.sqrt(2.0 / (core.shape[0] * core.shape[1])))
+        last.normal_(0.0, math.sqrt(2.0 / last.shape[0]))
+
     @classmethod
-    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid) -> Cost:
+    def _factorized_cost(cls, spec: DenseSpec, rank: tuple[int, ...], grid: Grid, **options: Any) -> Cost:
         """1-tap conv c_in→r₁ on the input grid, the conv over kernel mode j on the grid with
         modes ≤ j strided (k_h×1 r₁→r₂ on (h_out, w_in), 1×k_w r₂→r₃ on (h_out, w_out)), 1-tap conv
         to c_out on the output grid. Merged kernel cores (:func:`_merges_kernel_cores`): one conv
@@ -176,7 +230,7 @@ class TTLayer(FactorizedLayer):
         return Cost(macs, activations, 0, 0, len(shape))
 
     @classmethod
-    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...]) -> int:
+    def _reconstruct_macs(cls, spec: DenseSpec, rank: tuple[int, ...], **options: Any) -> int:
         """Chain product: step k multiplies (Π_{j<k} n_j, r_{k−1}) by (r_{k−1}, n_k·r_k)."""
         full, shape = (1, *rank, 1), _tt_shape(spec)
         return sum(math.prod(shape[:k]) * full[k] * shape[k] * full[k + 1] for k in range(1, len(shape)))
@@ -185,7 +239,7 @@ class TTLayer(FactorizedLayer):
         """⟨W, W'⟩ by contracting the chain of cross-Gram matrices Σ G_k ⊗ G'_k (r_k, r'_k):
         O(Σ n_k r³)."""
         gram = None  # Σ over the left part: (r_k, r'_k)
-        for core, other_core in zip(self.weight.factors, other):
+        for core, other_core in zip(self.decomposition.factors, other):
             if gram is None:
                 gram = torch.einsum("anb,anc->bc", core, other_core)
             else:
@@ -199,7 +253,7 @@ class TTLayer(FactorizedLayer):
         W is invariant under G_k → G_k A, G_{k+1} → A⁻¹G_{k+1} on bond k, so gradient flow
         conserves each of these r_k × r_k differences.
         """
-        cores = list(self.weight.factors)
+        cores = list(self.decomposition.factors)
         diffs = []
         for left, right in zip(cores, cores[1:]):
             rows = left.reshape(-1, left.shape[-1])

@@ -58,8 +58,7 @@ def load_checkpoint(folder: Path, map_location: torch.device | str = "cpu") -> d
     except Exception as err:  # any unpickling/zip error means the file is unusable
         previous = folder / PREVIOUS
         fix = (
-            f"to continue from the epoch before, copy the previous checkpoint over it "
-            f"(cp {previous} {last}) and rerun with resume=true"
+            f"to continue from the epoch before, copy {previous} over {last} and rerun with resume=true"
             if previous.exists()
             else f"no {PREVIOUS} exists: remove {folder} and start again"
         )

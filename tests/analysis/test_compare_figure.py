@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tdecomp.analysis.compare import accuracy_vs_params_figure  # noqa: E402
-from tdecomp.analysis.style import FAMILY_MARKERS, METHOD_COLOURS  # noqa: E402
+from tdecomp.analysis.style import METHOD_COLOURS, family_marker  # noqa: E402
 
 
 def _row(family: str, method: str, rank: str, params: int, acc: float) -> dict:
@@ -37,10 +37,11 @@ def test_one_panel_per_family_one_line_per_method_in_fixed_styles():
     for ax in axes:
         lines = [line for line in ax.get_lines() if line.get_marker() not in ("_", "|", "None", None)]
         assert [line.get_color() for line in lines] == [METHOD_COLOURS["SI+FD"], METHOD_COLOURS["random+WD"]]
-        assert {line.get_marker() for line in lines} == {FAMILY_MARKERS[ax.get_title()]}
+        assert {line.get_marker() for line in lines} == {family_marker(ax.get_title())}
         assert all(len(line.get_xdata()) == 3 for line in lines)  # one line through the three ranks
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["SI+FD", "random+WD", "dense (277k params)"]
+    assert len({family_marker(ax.get_title()) for ax in axes}) == len(axes)  # one marker per family
     plt.close(fig)
 
 

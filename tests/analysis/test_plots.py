@@ -76,11 +76,12 @@ def test_legend_lists_only_runs_the_figure_draws(run_dirs):
 
 
 def test_colours_follow_the_method_and_markers_the_family(run_dirs):
-    from tdecomp.analysis.style import FAMILY_MARKERS, METHOD_COLOURS
+    from tdecomp.analysis.style import METHOD_COLOURS, family_marker
 
     runs = plots.load_runs(run_dirs)
     assert [r.colour for r in runs] == [METHOD_COLOURS[m] for m in ("dense", "SI+FD", "SI+WD")]
-    assert [r.marker for r in runs] == [FAMILY_MARKERS[f] for f in ("dense", "lowrank", "lowrank")]
+    assert [r.marker for r in runs] == [family_marker(f) for f in ("dense", "lowrank", "lowrank")]
+    assert runs[0].marker != runs[1].marker
 
 
 def test_training_curves_one_line_per_run_per_panel(run_dirs):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import tensorly as tl
 import torch
@@ -9,8 +11,8 @@ from torch import nn
 from torch.func import functional_call
 
 import tdecomp
+from tdecomp.layers.walk import call_with
 from tests.helpers import (
-    BUILTIN_FAMILIES,
     DENSE_CASES,
     FAMILIES,
     assert_rel_close,
@@ -60,23 +62,12 @@ def test_frobenius_sq_and_its_gradient_equal_brute_force(family, case):
         assert_rel_close(a, b, 1e-10, f"{family} d‖W‖²/dfactor")
 
 
-class _FrobeniusOf(nn.Module):
-    """Makes ``layer.frobenius_sq()`` the forward, so functional_call can swap the factors."""
-
-    def __init__(self, layer: tdecomp.FactorizedLayer) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self) -> torch.Tensor:
-        return self.layer.frobenius_sq()
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_frobenius_sq_gradient_matches_finite_differences(family):
-    wrapper = _FrobeniusOf(tdecomp.factorize(nn.Conv2d(3, 4, 3).double(), family, 2))
-    names = [n for n, _ in wrapper.named_parameters() if not n.endswith("bias")]
-    factors = tuple(p.detach().clone().requires_grad_() for n, p in wrapper.named_parameters() if n in names)
-    assert torch.autograd.gradcheck(lambda *fs: functional_call(wrapper, dict(zip(names, fs)), ()), factors)
+    layer = tdecomp.factorize(nn.Conv2d(3, 4, 3).double(), family, 2)
+    names = [n for n, _ in layer.named_parameters() if not n.endswith("bias")]
+    factors = tuple(p.detach().clone().requires_grad_() for n, p in layer.named_parameters() if n in names)
+    assert torch.autograd.gradcheck(lambda *fs: call_with(layer, "frobenius_sq", dict(zip(names, fs))), factors)
 
 
 def _tensorly_reconstruction(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
@@ -84,11 +75,11 @@ def _tensorly_reconstruction(layer: tdecomp.FactorizedLayer) -> torch.Tensor:
     (the factors cover the kernel axes of size > 1 only: the reshape restores the size-1 axes)."""
     with tl.backend_context("pytorch"):
         if layer.family == "cp":
-            tensor = tl.cp_to_tensor((layer.weight.weights, list(layer.weight.factors)))
+            tensor = tl.cp_to_tensor((layer.decomposition.weights, list(layer.decomposition.factors)))
         elif layer.family == "tucker":
-            tensor = tl.tucker_to_tensor((layer.weight.core, list(layer.weight.factors)))
+            tensor = tl.tucker_to_tensor((layer.decomposition.core, list(layer.decomposition.factors)))
         else:
-            tensor = tl.tt_to_tensor(list(layer.weight.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
+            tensor = tl.tt_to_tensor(list(layer.decomposition.factors)).movedim(-1, 0)  # TT order (c_in, …, c_out)
     return tensor.reshape(layer.spec.weight_shape)
 
 
@@ -194,7 +185,7 @@ def test_to_dense_state_dict_and_param_count(family, case):
     assert layer.param_ratio == pytest.approx(counted / sum(p.numel() for p in module.parameters()))
 
 
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)  # the ring's single rank moves in ~7% steps here
+@pytest.mark.parametrize("family", FAMILIES)
 def test_float_rank_hits_the_parameter_ratio(family):
     module = nn.Conv2d(128, 256, 3)
     for ratio in (0.05, 0.1, 0.25, 0.5):
@@ -277,10 +268,11 @@ FACTORS_3X3 = {  # nn.Conv2d(6, 8, 3) at explicit ranks: the layout every 2-D ke
     "cp": ((5,), ("R",), [(8, 5), (6, 5), (3, 5), (3, 5)]),
     "tucker": ((4, 3, 2, 3), ("c_out", "c_in", "k_h", "k_w"), [(4, 3, 2, 3), (8, 4), (6, 3), (3, 2), (3, 3)]),
     "tt": ((3, 4, 5), ("c_in|k_h", "k_h|k_w", "k_w|c_out"), [(1, 6, 3), (3, 3, 4), (4, 3, 5), (5, 8, 1)]),
+    "tensor_ring": ((3, 4, 5), ("c_in|k_h", "k_h|k_w", "k_w|c_out"), [(2, 6, 3), (3, 3, 4), (4, 3, 5), (5, 8, 2)]),
 }
 
 
-@pytest.mark.parametrize("family", BUILTIN_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_3x3_conv_keeps_one_factor_per_mode(family):
     rank, names, shapes = FACTORS_3X3[family]
     layer = tdecomp.factorize(nn.Conv2d(6, 8, 3), family, rank)
@@ -301,3 +293,55 @@ def test_rank_tuples_follow_the_kernel_modes_of_size_above_one(module, names):
     assert tdecomp.get_family("tucker").rank_names(tdecomp.DenseSpec.from_module(module)) == names
     with pytest.raises(ValueError, match=f"must have {len(names)} entries"):
         tdecomp.factorize(module, "tucker", (2,) * (len(names) + 1))
+
+
+def _kaiming_stds(family: str, layer: tdecomp.FactorizedLayer) -> dict[tuple[int, ...], float]:
+    """Decision C rewritten: each factor's N(0, 2/fan_in), fan_in = what it contracts in the forward."""
+    c_out, c_in, *kernel = layer.spec.tensor_shape
+    if family == "cp":
+        (r,) = layer.rank
+        return {(c_in, r): (2 / c_in) ** 0.5, (c_out, r): (2 / r) ** 0.5, **{(k, r): (2 / k) ** 0.5 for k in kernel}}
+    if family == "tucker":
+        r_out, r_in, *r_kernel = layer.rank
+        return {(c_in, r_in): (2 / c_in) ** 0.5, (r_out, r_in, *r_kernel): (2 / (r_in * math.prod(r_kernel))) ** 0.5,
+                **{(k, rk): (2 / rk) ** 0.5 for k, rk in zip(kernel, r_kernel)}, (c_out, r_out): (2 / r_out) ** 0.5}
+    bonds = (1, *layer.rank, 1)  # TT cores over (c_in, *kernel, c_out)
+    modes = (c_in, *kernel, c_out)
+    stds = {(a, n, b): (2 / (a * n)) ** 0.5 for a, n, b in zip(bonds, modes, bonds[1:])}
+    return stds | {(bonds[-2], c_out, 1): (2 / bonds[-2]) ** 0.5}
+
+
+@pytest.mark.parametrize("family", ["cp", "tucker", "tt"])
+def test_kaiming_factors_draws_each_factor_at_its_forward_fan_in(family, monkeypatch):
+    """Every factor is drawn once, N(0, 2/fan_in) with the fan-in of the map it applies (HANDBOOK C)."""
+    conv = nn.Conv2d(6, 10, (3, 5))
+    drawn = []
+    original = torch.Tensor.normal_
+    monkeypatch.setattr(torch.Tensor, "normal_", lambda t, mean=0.0, std=1.0, **kw: (
+        drawn.append((tuple(t.shape), mean, std)), original(t, mean, std, **kw))[1])
+    layer = tdecomp.factorize(conv, family, 0.4, init="kaiming-factors", fixed_spatial=False) if family == "tucker" \
+        else tdecomp.factorize(conv, family, 0.4, init="kaiming-factors")
+    drawn = drawn[len(drawn) - len(layer.factors()):]  # construction's default init comes first
+    expected = _kaiming_stds(family, layer)
+    assert sorted(s for s, _, _ in drawn) == sorted(tuple(f.shape) for f in layer.factors())
+    for shape, mean, std in drawn:
+        assert mean == 0.0 and std == pytest.approx(expected[shape], rel=1e-12), (family, shape)
+    if family == "cp":
+        assert (layer.decomposition.weights == 1).all()
+
+
+@pytest.mark.parametrize("closing", [1, 3])
+def test_the_test_family_honours_its_option(closing):
+    """The tensor ring's ``closing_rank`` reaches its parameters, forward and SI; at 1 the ring is a TT."""
+    module, x = make_dense("conv3x2_s21_reflect")
+    layer = tdecomp.factorize(module, "tensor_ring", 0.5, closing_rank=closing, implementation="factorized")
+    assert layer.family_options == {"closing_rank": closing}
+    first, *_, last = layer.factors()
+    assert first.shape[0] == last.shape[2] == closing
+    weights = sum(f.numel() for f in layer.factors())
+    assert type(layer).count_params(layer.spec, layer.rank, closing_rank=closing) == weights
+    assert type(layer).count_params(layer.spec, layer.rank) != weights  # the default is 2
+    assert_rel_close(layer(x), dense_oracle(module, layer, x), 1e-10, f"ring closing {closing}")
+    if closing == 1:
+        tt = tdecomp.factorize(module, "tt", layer.rank)
+        assert_rel_close(layer.reconstruct(), tt.reconstruct(), 1e-8, "a ring closed by a bond of 1 is TT-SVD's TT")

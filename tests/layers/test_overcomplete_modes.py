@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import tdecomp
 from tdecomp.config import load_config
@@ -21,6 +22,27 @@ MODES = ("balanced", "wide", "deep")
 def _conv() -> nn.Conv2d:
     torch.manual_seed(0)
     return nn.Conv2d(4, 6, 3, padding=1, dtype=torch.float64)  # matricized (6·3) × (4·3): k = min(18, 12) = 12
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("implementation", ["factorized", "reconstructed"])
+@pytest.mark.parametrize("module,x", [
+    (nn.Linear(12, 20, bias=False), torch.randn(5, 12)),  # k = 12
+    (nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), torch.randn(3, 4, 9, 8)),  # (6·3) × (4·3): k = 12
+], ids=["linear", "conv2d"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("r", [9, 12, 17])
+def test_cost_model_counts_what_the_forward_runs(mode, r, module, x, implementation):
+    """The whole forward, per-call products (U M, W) included: U M Vᵀ for deep at every r, for
+    balanced only above k, never for wide (the official 2-factor form)."""
+    layer = tdecomp.factorize(module, "lowrank", r, overcomplete=mode, init="random", implementation=implementation)
+    assert (layer.M is not None) == (mode == "deep" or (mode == "balanced" and r > 12))
+    assert 2 * layer.macs(x.shape) == _flops(lambda: layer(x))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -87,8 +109,8 @@ def test_kaiming_factors_draws_each_factor_as_the_official_code():
     expected = math.sqrt(2.0 / (128 * 9))  # main_pretrain.py:63, std √(2/(c_out·k²))
     for factor in (fan.U, fan.V):
         assert factor.std().item() == pytest.approx(expected, rel=0.03)
-    with pytest.raises(ValueError, match="lowrank family only"):
-        tdecomp.factorize(conv, "cp", 0.3, init="kaiming-factors")
+    with pytest.raises(ValueError, match=r"init='fanout-factors' is not defined for family 'cp' \(it is for: lowrank"):
+        tdecomp.factorize(conv, "cp", 0.3, init="fanout-factors")
 
 
 def _train(layer: nn.Module, steps: int = 20) -> None:
@@ -121,7 +143,7 @@ def test_wide_si_keeps_the_extra_columns_exactly_zero_and_kaiming_moves_them():
 def test_each_overcomplete_mode_trains_on_digits(tmp_path, mode):
     cfg = load_config(None, dict(model="cnn", model_kwargs={"width": 0.5}, data="digits", subset=256,
                                  batch_size=64, epochs=3, lr=0.05, family="lowrank", rank_scale=1.5,
-                                 rank_rule="paper", overcomplete=mode, init="spectral", reg="fd",
+                                 family_options={"rank_rule": "paper", "overcomplete": mode}, init="spectral", reg="fd",
                                  progress=False, out=str(tmp_path / mode)))
     summary = train(cfg)
     records = [line for line in (tmp_path / mode / "metrics.jsonl").read_text().splitlines() if line]

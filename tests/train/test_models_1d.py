@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from tdecomp import collapse_model, factorize_model, models
-from tdecomp.layers import DenseSpec, available_families
+from tdecomp.layers import DenseSpec
+from tests.helpers import FAMILIES
 
 
 def conv1d_count(model: nn.Module) -> int:
@@ -33,7 +34,7 @@ def test_models_accept_the_mnist1d_bundle_kwargs(name):
     assert model(torch.randn(2, 1, 40)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("family", available_families())
+@pytest.mark.parametrize("family", FAMILIES)
 def test_linear_layers_factorize(family):
     torch.manual_seed(0)
     mlp = models.create("mlp", length=40, hidden=64)
@@ -58,7 +59,7 @@ def conv1d_supported() -> bool:
 
 @pytest.mark.skipif(not conv1d_supported(), reason="DenseSpec does not describe nn.Conv1d yet")
 @pytest.mark.parametrize("name", ["cnn1d", "resnet1d"])
-@pytest.mark.parametrize("family", available_families())
+@pytest.mark.parametrize("family", FAMILIES)
 def test_conv1d_layers_factorize(name, family):
     """Every Conv1d but the first is replaced (the default skip keeps the first conv and the classifier),
     and the collapsed model computes what the factorized one does."""

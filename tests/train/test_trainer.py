@@ -119,7 +119,7 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_keeps_the_previous(tmp_path)
     previous = load_checkpoint(out)  # epoch 2; previous.pt holds epoch 1
     assert previous["epoch"] == 2
     (out / "last.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"cp \S+previous.pt \S+last.pt\) and rerun with resume=true"):
+    with pytest.raises(CheckpointError, match=r"copy \S+previous.pt over \S+last.pt and rerun with resume=true"):
         train(config(tmp_path, epochs=3, resume=True))
     assert torch.load(out / "previous.pt", weights_only=True)["epoch"] == 1
 

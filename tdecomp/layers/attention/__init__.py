@@ -22,7 +22,7 @@ vectors lie in the factors' spans, as they do at rank d_h).
 """
 
 from .geometry import AttentionSpec
-from .heads import ATTENTION_FAMILIES, HeadProducts, LowRankHeads, TuckerHeads
+from .heads import ATTENTION_FAMILIES, HeadProducts, get_heads, register_heads
 from .module import FactorizedMultiheadAttention
 
 __all__ = [
@@ -30,6 +30,6 @@ __all__ = [
     "AttentionSpec",
     "FactorizedMultiheadAttention",
     "HeadProducts",
-    "LowRankHeads",
-    "TuckerHeads",
+    "get_heads",
+    "register_heads",
 ]

@@ -1,22 +1,50 @@
-"""Head families: how the H per-head products M_h = L_h R_hᵀ are parametrized (registry and families)."""
+"""Head families: how the H per-head products M_h = L_h R_hᵀ are parametrized (the contract and its
+registry; a family that serves attention defines its heads in its own file and registers them with
+:func:`register_heads`)."""
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
-from ..._decompositions import tucker_hooi
+from ..._decompositions import product_frobenius_sq
 from ..._registry import Registry
-from ...init import balance_norms, balanced_std, equalizing_scales
-from ..lowrank import balanced_svd, product_frobenius_sq
 from .geometry import AttentionSpec
 
+if TYPE_CHECKING:
+    from ..base import FactorizedLayer
+
 ATTENTION_FAMILIES: Registry[type[HeadProducts]] = Registry("family")
+
+
+def register_heads(layer: type[FactorizedLayer]) -> Callable[[type[HeadProducts]], type[HeadProducts]]:
+    """Class decorator registering a :class:`HeadProducts` subclass as the attention heads of the
+    registered family ``layer`` (under its name)."""
+
+    def decorator(heads: type[HeadProducts]) -> type[HeadProducts]:
+        ATTENTION_FAMILIES.register(layer.family)(heads)
+        heads.family = layer.family
+        return heads
+
+    return decorator
+
+
+def get_heads(family: str) -> type[HeadProducts]:
+    """The heads of ``family``; a one-line ``ValueError`` saying which families attention supports otherwise."""
+    if family not in ATTENTION_FAMILIES:
+        names = ", ".join(map(repr, ATTENTION_FAMILIES.names()))
+        raise ValueError(f"family={family!r} is not valid; expected one of: {names} (factorized attention "
+                         "supports only the families that define attention heads)")
+    return ATTENTION_FAMILIES.get(family)
+
+
+def default_heads() -> str:
+    """The family :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention` uses unless told:
+    the one whose heads say ``default`` (the paper's per-head factorization)."""
+    return next(name for name in ATTENTION_FAMILIES.names() if ATTENTION_FAMILIES.get(name).default)
 
 
 class HeadProducts(nn.Module, ABC):
@@ -27,6 +55,7 @@ class HeadProducts(nn.Module, ABC):
     """
 
     family: ClassVar[str]
+    default: ClassVar[bool] = False  # the family attention uses when none is named (one family sets it)
 
     def __init__(self, heads: int, m: int, n: int, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
         super().__init__()
@@ -118,129 +147,3 @@ class HeadProducts(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, ({self.m}, {self.n}), rank={self.rank}"
-
-
-@ATTENTION_FAMILIES.register("lowrank")
-class LowRankHeads(HeadProducts):
-    """Independent per-head factors M_h = U_h V_hᵀ, U (H, m, r), V (H, n, r), r ≤ d_h.
-
-    SI: the balanced truncated SVD of every product, as :class:`~tdecomp.layers.LowRankLayer`.
-    """
-
-    family = "lowrank"
-
-    @classmethod
-    def rank_names(cls) -> tuple[str, ...]:
-        return ("r",)
-
-    @classmethod
-    def max_ranks(cls, spec: AttentionSpec) -> tuple[int, ...]:
-        return (spec.head_dim,)  # the dense products have rank ≤ d_h
-
-    @classmethod
-    def effective_rank(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> tuple[int, ...]:
-        return (min(rank[0], m, n),)
-
-    @classmethod
-    def count_params(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> int:
-        (r,) = cls.effective_rank(heads, m, n, rank)
-        return heads * (m + n) * r
-
-    def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
-        (r,) = rank
-        self.U = nn.Parameter(torch.empty(self.heads, self.m, r, **factory))
-        self.V = nn.Parameter(torch.empty(self.heads, self.n, r, **factory))
-
-    @property
-    def rank(self) -> tuple[int, ...]:
-        return (self.U.shape[-1],)
-
-    def left(self) -> Tensor:
-        return self.U
-
-    def right(self) -> Tensor:
-        return self.V
-
-    @torch.no_grad()
-    def init_spectral(self, products: Tensor) -> None:
-        u, v = balanced_svd(products.to(self.U.dtype), self.rank[0])
-        self.U.copy_(u)
-        self.V.copy_(v)
-
-    @torch.no_grad()
-    def init_random(self, std: float) -> None:
-        s = balanced_std(std, self.rank[0], 2)
-        self.U.normal_(0.0, s)
-        self.V.normal_(0.0, s)
-
-
-@ATTENTION_FAMILIES.register("tucker")
-class TuckerHeads(HeadProducts):
-    """Tucker across heads: M_h = U G_h Vᵀ, U (m, r_left), V (n, r_right) shared by all heads,
-    core G (H, r_left, r_right).
-
-    This is the Tucker decomposition of the stacked products (H, m, n) with the head mode kept
-    at full rank (a head factor would be absorbed by the core). L_h = U G_h, R_h = V: the heads
-    share one key (value) projection, as in multi-query attention, and differ by their core
-    slice. SI: HOOI of the stacked products, then balanced factor norms; under Frobenius decay
-    :func:`tdecomp.rebalance` keeps them balanced after each optimizer step.
-    """
-
-    family = "tucker"
-
-    @classmethod
-    def rank_names(cls) -> tuple[str, ...]:
-        return ("r_left", "r_right")
-
-    @classmethod
-    def max_ranks(cls, spec: AttentionSpec) -> tuple[int, ...]:
-        return (spec.embed_dim, max(spec.kdim, spec.vdim))
-
-    @classmethod
-    def effective_rank(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> tuple[int, ...]:
-        """r_left ≤ m, r_right ≤ n, and each ≤ H × the other: a core (H, r_l, r_r) cannot have
-        unfoldings of larger rank, so larger factors would be redundant (and HOOI could not fill them)."""
-        r_left, r_right = min(rank[0], m), min(rank[1], n)
-        return min(r_left, heads * r_right), min(r_right, heads * r_left)
-
-    @classmethod
-    def count_params(cls, heads: int, m: int, n: int, rank: Sequence[int]) -> int:
-        r_left, r_right = cls.effective_rank(heads, m, n, rank)
-        return m * r_left + n * r_right + heads * r_left * r_right
-
-    def _build(self, rank: tuple[int, ...], factory: dict[str, Any]) -> None:
-        r_left, r_right = rank
-        self.core = nn.Parameter(torch.empty(self.heads, r_left, r_right, **factory))
-        self.U = nn.Parameter(torch.empty(self.m, r_left, **factory))
-        self.V = nn.Parameter(torch.empty(self.n, r_right, **factory))
-
-    @property
-    def rank(self) -> tuple[int, ...]:
-        return tuple(self.core.shape[1:])
-
-    def left(self) -> Tensor:
-        return self.U @ self.core
-
-    def right(self) -> Tensor:
-        return self.V.expand(self.heads, -1, -1)
-
-    @torch.no_grad()
-    def init_spectral(self, products: Tensor) -> None:
-        core, (heads, u, v) = tucker_hooi(products.to(self.U.dtype), (self.heads, *self.rank))
-        self.core.copy_(torch.einsum("ha,abc->hbc", heads, core))
-        self.U.copy_(u)
-        self.V.copy_(v)
-        balance_norms([self.core, self.U, self.V])
-
-    @torch.no_grad()
-    def init_random(self, std: float) -> None:
-        s = balanced_std(std, math.prod(self.rank), 3)
-        for p in (self.core, self.U, self.V):
-            p.normal_(0.0, s)
-
-    def balancing_scales(self) -> tuple[list[tuple[nn.Parameter, Tensor]], Tensor | float]:
-        """Equal norms of G, U, V (Π c = 1, products unchanged): three factors drift under FD
-        with SGD as a Tucker layer's do (:func:`tdecomp.rebalance`). R_h = V scales by c_V."""
-        factors = [self.core, self.U, self.V]
-        scales = equalizing_scales(torch.stack([f.norm() for f in factors]))
-        return list(zip(factors, scales)), scales[2]

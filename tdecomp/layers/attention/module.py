@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from ..._budget import allocate
 from ..._validation import check_choice
 from ...init import INIT_METHODS
-from ..base import Factorized, Rank
+from ..factorized import Factorized
+from ..ranks import Rank
 from .geometry import AttentionSpec, _default_product_stds, _dense_heads
-from .heads import ATTENTION_FAMILIES
+from .heads import default_heads, get_heads
 
 
 def _additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -37,7 +38,8 @@ class FactorizedMultiheadAttention(Factorized):
             shared query/output-side and key/value-side factors; a float: a ratio of parameters to
             the dense projection weights. Each product set clamps the ranks to its shape
             (:meth:`HeadProducts.effective_rank`).
-        family: ``"lowrank"`` (per head) or ``"tucker"`` (across heads).
+        family: a family that defines attention heads (:data:`ATTENTION_FAMILIES`): ``"lowrank"`` (per
+            head, the default) or ``"tucker"`` (across heads).
 
     Shapes: query (L, N, E), key (S, N, k_dim), value (S, N, v_dim) → (L, N, E), or (N, L, E)…
     with ``batch_first``, or unbatched (L, E)…; attention weights (N, L, S), or (N, H, L, S)
@@ -66,16 +68,16 @@ class FactorizedMultiheadAttention(Factorized):
         kdim: int | None = None,
         vdim: int | None = None,
         batch_first: bool = False,
-        family: str = "lowrank",
+        family: str | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.spec = AttentionSpec(embed_dim, num_heads, kdim or embed_dim, vdim or embed_dim, bias)
-        self.family = family
+        self.family = family = default_heads() if family is None else family
         ranks = self.resolve_rank(self.spec, rank, family)
         self.dropout, self.batch_first = dropout, batch_first
-        products, factory = ATTENTION_FAMILIES.get(family), {"device": device, "dtype": dtype}
+        products, factory = get_heads(family), {"device": device, "dtype": dtype}
         (qk_m, qk_n), (ov_m, ov_n) = self.spec.pair_dims
         self._rank = ranks
         self.qk = products(num_heads, qk_m, qk_n, ranks, factory)
@@ -88,9 +90,10 @@ class FactorizedMultiheadAttention(Factorized):
 
     # ------------------------------------------------------------------ ranks and budgets
     @classmethod
-    def resolve_rank(cls, spec: AttentionSpec, rank: Rank, family: str = "lowrank") -> tuple[int, ...]:
+    def resolve_rank(cls, spec: AttentionSpec, rank: Rank, family: str | None = None) -> tuple[int, ...]:
         """Explicit ranks from an int, a tuple (one entry per rank name) or a parameter ratio."""
-        products = ATTENTION_FAMILIES.get(family)
+        family = default_heads() if family is None else family
+        products = get_heads(family)
         names = products.rank_names()
         if isinstance(rank, (bool, str)):
             raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
@@ -113,13 +116,13 @@ class FactorizedMultiheadAttention(Factorized):
     @classmethod
     def count_params(cls, spec: AttentionSpec, family: str, rank: Sequence[int]) -> int:
         """Factor parameters (biases excluded) of both product sets at ``rank``."""
-        products = ATTENTION_FAMILIES.get(family)
+        products = get_heads(family)
         return sum(products.count_params(spec.num_heads, m, n, rank) for m, n in spec.pair_dims)
 
     @classmethod
     def total_params(cls, spec: AttentionSpec, family: str, rank: Sequence[int]) -> int:
         """All parameters at ``rank``: factors, query and value biases (H·k each), output bias."""
-        products = ATTENTION_FAMILIES.get(family)
+        products = get_heads(family)
         inner = sum(products.effective_rank(spec.num_heads, m, n, rank)[-1] for m, n in spec.pair_dims)
         biases = spec.num_heads * inner + spec.embed_dim if spec.has_bias else 0
         return cls.count_params(spec, family, rank) + biases
@@ -137,7 +140,7 @@ class FactorizedMultiheadAttention(Factorized):
     # ------------------------------------------------------------------ initialization
     @classmethod
     def from_dense(
-        cls, module: nn.MultiheadAttention, rank: Rank, family: str = "lowrank", init: str = "spectral"
+        cls, module: nn.MultiheadAttention, rank: Rank, family: str | None = None, init: str = "spectral"
     ) -> FactorizedMultiheadAttention:
         """Factorize ``module``: ``init="spectral"`` decomposes its per-head products (exact at
         rank d_h for ``lowrank``, at full ranks for ``tucker``); ``"random"`` draws balanced

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Factorized
-from .heads import LowRankHeads
+from ..factorized import Factorized
+from ..lowrank import LowRankHeads
 
 # the fork's additive mask value (transformer.py:561,566)
 MASKED = -1e9
