@@ -1,8 +1,10 @@
 """Contrasts between methods: linear combinations of method rows, evaluated per seed.
 
 ``"SI+FD - kaiming+WD"`` is the difference of two methods; ``"(SI+FD - SI+WD) - (kaiming+FD - kaiming+WD)"``
-an interaction (does FD help SI more than it helps the baseline init?). Operators ``-`` and ``+`` stand
-between spaces, so labels keep their own ``+`` and ``-`` (``SI+FD-norebal``). A contrast's weights sum
+an interaction (does FD help SI more than it helps the baseline init?); ``"0.5 * (SI+WD + SI+FD - kaiming+WD
+- kaiming+FD)"`` a main effect (SI's gain averaged over both regularizers). Operators ``-``, ``+`` and ``*``
+stand between spaces, so labels keep their own ``+`` and ``-`` (``SI+FD-norebal``); a number before ``*``
+scales the term after it. A contrast's weights sum
 to 0: it compares methods, it does not estimate a level. Per seed s the contrast's value is
 Σ_m w_m · x_{m,s} over the seeds every method of the contrast ran.
 """
@@ -55,13 +57,20 @@ def parse_contrast(text: str) -> Contrast:
             raise fail("it ends where a method or '(' is expected")
         token = tokens[position]
         position += 1
+        if position < len(tokens) and tokens[position] == "*":
+            try:
+                factor = float(token)
+            except ValueError:
+                raise fail(f"{token!r} before '*' is not a number") from None
+            position += 1
+            return {label: factor * w for label, w in term().items()}
         if token == "(":
             inner = expression()
             if position == len(tokens) or tokens[position] != ")":
                 raise fail("a '(' is not closed")
             position += 1
             return inner
-        if token in (")", "-", "+"):
+        if token in (")", "-", "+", "*"):
             raise fail(f"{token!r} where a method or '(' is expected")
         return {token: 1.0}
 

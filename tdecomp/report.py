@@ -18,18 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import load_runs
-from .results import aggregate, contrast_rows, metric_spec
+from .results import aggregate, contrast_rows, convergence_rows, metric_spec, select_runs
 from .tables import (
     paired_note,
     to_contrast_latex,
     to_contrast_markdown,
+    to_convergence_markdown,
     to_markdown,
     to_pivot_markdown,
     write_csv,
     write_tables,
 )
 
-TABLES = ("long", "pivot", "contrasts")  # what a report prints, in this order
+TABLES = ("long", "pivot", "contrasts", "convergence")  # what a report prints, in this order
 
 
 @dataclass
@@ -56,16 +57,23 @@ def report(
     title: str = "",
     tables: Sequence[str] | None = None,
     figure: Path | None = None,
+    where: Sequence[str] = (),
 ) -> Report:
     """Load ``sources`` (:func:`tdecomp.records.load_runs`), aggregate by ``keys`` and build the tables
     (long; pivot by ``pivot``; contrasts of ``paired_vs``/``contrasts``, adjusted by ``adjustment``) and
     figures (accuracy vs ``x``; learning curves with a panel per value of the row key ``curves``).
 
-    ``tables``: which of :data:`TABLES` the text holds (default: every table asked for). ``out_dir``:
+    ``where``: only the runs with these ``KEY=VALUE`` config values (:func:`tdecomp.results.select_runs`).
+    ``tables``: which of :data:`TABLES` the text holds (default: every table asked for; the convergence
+    table only when named). ``out_dir``:
     where the tables and figures go (``None``: nowhere). ``figure``: also write *the* figure of this
     report (the learning curves with ``curves``, else accuracy vs ``x``) to exactly this path."""
     keys = tuple(keys)
     runs = load_runs(sources)
+    if where:
+        runs = select_runs(runs, where)
+        if not runs:
+            raise ValueError(f"no run matches {' and '.join(where)}")
     rows = aggregate(runs, keys, metric, paired_vs, contrasts, adjustment)
     compared = contrast_rows(runs, keys, metric, paired_vs, contrasts, adjustment) if paired_vs or contrasts else []
     group_keys = [k for k in keys if k != "method"]
@@ -75,6 +83,8 @@ def report(
     if compared:
         parts["contrasts"] = to_contrast_markdown(compared, group_keys, adjustment, metric_spec(metric)[1])
     shown = list(parts) if tables is None else list(tables)
+    if "convergence" in shown:
+        parts["convergence"] = to_convergence_markdown(convergence_rows(runs, keys), keys)
     for name in shown:
         if name not in TABLES:
             raise ValueError(f"table {name!r} is not one of {', '.join(TABLES)}")

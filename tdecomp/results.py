@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import yaml
+
 from . import dotted
 from ._validation import check_choice
 from .config import RESUME_MAY_CHANGE
@@ -115,6 +117,64 @@ def group_runs(runs: Sequence[RunResult], keys: Sequence[str]) -> dict[tuple[str
                                  "a seed counts once, so pass only one of them")
             seen[seed] = run.source
     return groups
+
+
+# the convergence check of a comparison (show that training converged before comparing methods): a
+# row is on its plateau when its learning curve (the train loss averaged over seeds, as the figures draw
+# it) moved by less than PLATEAU_CHANGE (relative) over the last PLATEAU_WINDOW of the epochs
+PLATEAU_WINDOW = 0.2
+PLATEAU_CHANGE = 0.1
+
+
+def late_loss_change(losses: Sequence[float]) -> float | None:
+    """(L_E − L_e)/L_e of the train losses L_1 … L_E over the last :data:`PLATEAU_WINDOW` of the E epochs
+    (e = E − round(0.2·E), at least one epoch back); ``None`` for fewer than 2 epochs."""
+    if len(losses) < 2:
+        return None
+    start = losses[-1 - max(1, round(PLATEAU_WINDOW * len(losses)))]
+    return (losses[-1] - start) / start
+
+
+def convergence_rows(runs: Sequence[RunResult], keys: Sequence[str]) -> list[dict]:
+    """Per row of ``keys``: n, the final train accuracy (mean and minimum over seeds, %), the relative
+    train-loss change over the last 20% of epochs (:func:`late_loss_change`) of the seed-mean curve and
+    its largest magnitude among the single seeds, the mean decay integral Σ_t η_t·λ, and ``plateau``:
+    the seed-mean curve's change below :data:`PLATEAU_CHANGE` in magnitude (runs of unequal length:
+    the epochs all of them ran)."""
+    rows = []
+    for key, members in group_runs(runs, keys).items():
+        curves = [[v for v in r.curve.get("train_loss", []) if v is not None] for r in members]
+        epochs = min(map(len, curves))
+        mean = late_loss_change([statistics.fmean(c[e] for c in curves) for e in range(epochs)])
+        changes = [c for c in map(late_loss_change, curves) if c is not None]
+        accs = [100.0 * r.summary["train_acc"] for r in members if r.summary.get("train_acc") is not None]
+        decay = [r.summary["decay_integral"] for r in members if r.summary.get("decay_integral") is not None]
+        rows.append({
+            **dict(zip(keys, key)),
+            "n": len(members),
+            "train_acc_mean": statistics.fmean(accs) if accs else None,
+            "train_acc_min": min(accs) if accs else None,
+            "loss_change": mean,
+            "loss_change_max": max(map(abs, changes)) if changes else None,
+            "decay_integral": statistics.fmean(decay) if decay else None,
+            "plateau": mean is not None and abs(mean) < PLATEAU_CHANGE,
+        })
+    return sorted(rows, key=lambda r: tuple(_order(r[k]) for k in keys))
+
+
+def select_runs(runs: Sequence[RunResult], where: Sequence[str]) -> list[RunResult]:
+    """The runs whose config has every ``KEY=VALUE`` of ``where`` (values compared as YAML-parsed
+    config values, dotted keys reach nested ones). A dense run matches a condition on a key that means
+    nothing for it (``rank``, ``init``, ``reg``, ``rebalance``): the dense baseline stays in every selection."""
+    conditions = []
+    for item in where:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"where {item!r} is not of the form KEY=VALUE (e.g. rank=0.05)")
+        conditions.append((key, yaml.safe_load(raw)))
+    return [r for r in runs if all(
+        (r.method == DENSE and key in DENSE_IRRELEVANT) or dotted.get(r.config, key) == value
+        for key, value in conditions)]
 
 
 def seed_values(groups: dict[tuple[str, ...], list[RunResult]], metric: str) -> dict[tuple[str, ...], dict]:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import METRICS
+from .results import METRICS, PLATEAU_CHANGE, PLATEAU_WINDOW
 from .stats import ALPHA, PERMUTATION_MAX_N
 
 ADJUSTMENT_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "none"}
@@ -138,6 +138,27 @@ def to_contrast_markdown(rows: Sequence[dict], group_keys: Sequence[str], adjust
 def to_contrast_latex(rows: Sequence[dict], group_keys: Sequence[str], adjustment: str) -> str:
     return _latex(_contrast_header(group_keys, adjustment), [_contrast_cells(r, group_keys) for r in rows],
                   len(group_keys) + 1)
+
+
+def _number(value: float | None, digits: int = 2, sign: str = "") -> str:
+    return "—" if value is None else f"{value:{sign}.{digits}f}"
+
+
+def to_convergence_markdown(rows: Sequence[dict], keys: Sequence[str]) -> str:
+    """One line per row of :func:`tdecomp.results.convergence_rows`: final train accuracy, the late
+    train-loss change, the decay integral and whether every seed sits on its plateau."""
+    window = f"last {PLATEAU_WINDOW:.0%} of epochs"
+    header = [*keys, "n", "final train acc (%)", "min", f"Δ train loss, {window} (%)", "single seeds: max abs Δ (%)",
+              "decay integral Σηλ", "plateau"]
+    body = [[*(str(r[k]) for k in keys), str(r["n"]), _number(r["train_acc_mean"]), _number(r["train_acc_min"]),
+             _number(None if r["loss_change"] is None else 100 * r["loss_change"], 1, "+"),
+             _number(None if r["loss_change_max"] is None else 100 * r["loss_change_max"], 1),
+             _number(r["decay_integral"], 3), "yes" if r["plateau"] else "no"] for r in rows]
+    note = (f"\nFinal train accuracy: the last epoch's (training mode), mean and minimum over seeds. Δ train "
+            f"loss: relative change over the {window} of the epoch-mean train loss averaged over seeds (the "
+            f"learning-curve figure), and the largest among single seeds; plateau: abs Δ < {PLATEAU_CHANGE:.0%}. "
+            "Decay integral: Σ_t η_t·λ over the steps taken, λ the decay the run applies (tdecomp.reg_policy).\n")
+    return _markdown(header, body) + note
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:

@@ -143,3 +143,13 @@ def test_compare_prints_the_contrasts_table(tmp_path, capsys):
                  "--out", str(tmp_path / "out2")]) == 0
     out = capsys.readouterr().out
     assert "Δ vs kaiming+WD (95% CI) | pairs | p | adj. p |" in out and "| SI+FD - kaiming+WD |" in out
+
+
+def test_a_number_scales_a_term_for_main_effects():
+    main_effect = parse_contrast("0.5 * (SI+WD + SI+FD - kaiming+WD - kaiming+FD)")
+    assert main_effect.weights == {"SI+WD": 0.5, "SI+FD": 0.5, "kaiming+WD": -0.5, "kaiming+FD": -0.5}
+    assert parse_contrast("2 * SI+FD - 2 * kaiming+WD").weights == {"SI+FD": 2.0, "kaiming+WD": -2.0}
+    with pytest.raises(ValueError, match="not a number"):
+        parse_contrast("x * (A - B)")
+    with pytest.raises(ValueError, match="sum to 0"):
+        parse_contrast("0.5 * A - B")

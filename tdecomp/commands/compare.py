@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curves", nargs="?", const="family", default=None, metavar="KEY",
                         help="also draw learning curves (train loss, val or test accuracy per epoch; mean and "
                         "95%% band over seeds), a panel per value of the row key KEY (default: family)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="only the runs whose config has this value (repeatable, e.g. --where rank=0.05); "
+                        "dense runs match any condition on rank/init/reg/rebalance")
     parser.add_argument("--tables", default=None, metavar="LIST",
                         help=f"which tables to print, a comma list of {', '.join(TABLES)} (default: every table "
                         "asked for)")
@@ -71,7 +74,7 @@ def report_of(args: argparse.Namespace, out: Path | None):
     return report(args.runs, [k for k in args.by.split(",") if k], out, stem="comparison", metric=args.metric,
                   pivot=args.pivot, paired_vs=args.paired_vs, contrasts=args.contrast, adjustment=args.adjust,
                   x=args.x, curves=args.curves, tables=args.tables.split(",") if args.tables else None,
-                  figure=Path(args.figure) if args.figure else None)
+                  figure=Path(args.figure) if args.figure else None, where=args.where)
 
 
 def run(args: argparse.Namespace) -> int:
