@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from tdecomp.layers.base import FactorizedLayer
+from tdecomp.run_files import CONFIG, SUMMARY
 from tdecomp.train.callbacks import Callback, StepInfo
 
 from .dynamics import layer_series, read_dynamics
@@ -71,6 +72,11 @@ class NormMatching(Callback):
     """
 
     def __init__(self, model: nn.Module, record: str | Path) -> None:
+        folder = Path(record) if Path(record).is_dir() else Path(record).parent
+        if (folder / CONFIG).is_file() and not (folder / SUMMARY).is_file():
+            # a trajectory still being written would end early and hold the last norm from there on
+            raise ValueError(f"norm_match={str(record)!r}: the reference run in {folder} has not finished "
+                             f"(no {SUMMARY}); finish it first")
         trajectories = {name: (steps, values) for name, steps, values in layer_series(read_dynamics(record), "norm")}
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, FactorizedLayer)}
         if not self.layers:

@@ -52,11 +52,10 @@ class Run:
 
 
 def run_label(config: dict[str, Any]) -> str:
-    """``dense``, or family and method (``lowrank SI+FD``), marked ``norm-matched`` if so."""
+    """``dense``, or family and method (``lowrank SI+FD``, ``lowrank SI+none-norm-matched``)."""
     if config.get("family", "dense") == "dense":
         return "dense"
-    label = f"{config['family']} {method_label(config)}"
-    return label + " norm-matched" if config.get("norm_match") else label
+    return f"{config['family']} {method_label(config)}"
 
 
 def load_run(path: str | Path) -> Run:
@@ -82,7 +81,7 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
         if labels.count(r.label) > 1:
             r.label = f"{r.label} ({r.path.name})"
         family = r.config.get("family", "dense")
-        r.colour = method_colour(method_label(r.config) + (" norm-matched" if r.config.get("norm_match") else ""))
+        r.colour = method_colour(method_label(r.config))
         r.marker = family_marker(family)
         spare = (c for c in FALLBACK_COLOURS if (c, r.marker) not in used)
         if (r.colour, r.marker) in used:  # the same family and method twice: keep the lines apart

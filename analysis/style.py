@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tdecomp.layers.registry import available_families
+from tdecomp.methods import NORM_MATCHED
 
 METHOD_COLOURS: dict[str, str] = {
     "dense": "#000000",
@@ -46,7 +47,7 @@ def method_colour(method: str) -> str:
     baseline = f"random+{reg}" if plus and init not in ("SI", "random") else method
     if baseline in METHOD_COLOURS:
         return METHOD_COLOURS[baseline]
-    if method.endswith("norm-matched"):
+    if method.endswith(NORM_MATCHED):
         return NORM_MATCHED_COLOUR
     if method not in _seen_methods:
         _seen_methods.append(method)

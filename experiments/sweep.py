@@ -18,7 +18,9 @@ once per combination of the other axes, not once per rank. ``family: all`` is ev
 
 Job folders are ``ROOT/<name>`` with ``<name>`` built from the axis values, e.g.
 ``lowrank_SI+FD_rank-0.1_seed-0`` or ``dense_seed-0``: the same job always lands in the same
-folder, so finished runs are skipped and interrupted ones resumed (see :func:`job_status`).
+folder, so finished runs are skipped and interrupted ones resumed (see :func:`job_status`). A string
+value may name ``{root}`` (the sweep folder) and the job's other values, e.g. ``{seed}``: the
+normalization experiment's ``norm_match: "{root}/lowrank_SI+FD_seed-{seed}/dynamics.jsonl"``.
 """
 
 from __future__ import annotations
@@ -143,14 +145,16 @@ def _slug(value: Any) -> str:
 
 def job_name(values: dict[str, Any], config: TrainConfig) -> str:
     """Folder name of a job from its axis values: family and method first (unprefixed), then
-    ``key-value`` for every other axis in axis order; dense jobs drop rank/init/reg/method."""
+    ``key-value`` for every other axis in axis order; dense jobs drop rank/init/reg/method; the method
+    label stands for init, reg and norm_match."""
     dense = config.family == "dense"
     parts = []
     if "family" in values or "method" in values:
         parts.append("dense" if dense else config.family)
-    if not dense and ("method" in values or "init" in values or "reg" in values):
+    if not dense and ({"method", "init", "reg", "norm_match"} & set(values)):
         parts.append(method_label(config.to_dict()))
-    skipped = {"family", "method", "init", "reg", *(DENSE_IRRELEVANT if dense else ())}
+    # the method label says these (a norm_match path would make a long name of what "-norm-matched" says)
+    skipped = {"family", "method", "init", "reg", "norm_match", *(DENSE_IRRELEVANT if dense else ())}
     parts += [f"{key}-{_slug(dotted.get(config.to_dict(), key))}" for key in values if key not in skipped]
     return "_".join(parts) or "run"
 
@@ -171,7 +175,7 @@ def expand(sweep: Sweep) -> list[Job]:
                 if key in sweep.base:
                     merged[key] = sweep.base[key]
         merged.pop("out", None)
-        config = load_config(None, merged)
+        config = load_config(None, _filled(merged, sweep.root))
         name = job_name(values, config)
         config.out = str(sweep.root / name)
         config.progress = False
@@ -181,6 +185,23 @@ def expand(sweep: Sweep) -> list[Job]:
             raise ValueError(f"two different jobs of the sweep map to folder {name!r}; add the key that "
                              "distinguishes them as an axis")
     return list(jobs.values())
+
+
+def _filled(values: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``values`` with every top-level string formatted by ``{root}`` (the sweep folder) and the job's
+    own top-level values, e.g. ``norm_match: "{root}/lowrank_SI+FD_seed-{seed}/dynamics.jsonl"`` names
+    the same seed's run of another grid (the normalization experiment)."""
+    names = {"root": root, **values}
+    filled = {}
+    for key, value in values.items():
+        if isinstance(value, str) and "{" in value:
+            try:
+                value = value.format_map(names)
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(f"sweep value {key}={value!r} names {error}, which is neither root nor a "
+                                 "config key of the job") from None
+        filled[key] = value
+    return filled
 
 
 def job_status(job: Job) -> str:

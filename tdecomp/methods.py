@@ -18,6 +18,7 @@ from .init import LAYER_INIT_METHODS
 from .reg_policy import RegPolicy
 
 DENSE = "dense"
+NORM_MATCHED = "-norm-matched"  # suffix of a run rescaled to another run's norm trajectory (norm_match)
 # config keys that mean nothing for a dense run: its rows read "—" there, and a sweep's dense job keeps
 # the base values of these keys whatever the method or rank axes say
 DENSE_IRRELEVANT = ("rank", "init", "reg", "rebalance")
@@ -29,12 +30,14 @@ def init_label(init: str) -> str:
 
 
 def method_label(config: Mapping[str, Any]) -> str:
-    """``dense`` or ``INIT+REG`` (``SI+FD``, ``kaiming+WD``, ``SI+FD-norebal``, …) from a run's config;
-    absent keys take :class:`~tdecomp.config.TrainConfig`'s defaults."""
+    """``dense`` or ``INIT+REG`` (``SI+FD``, ``kaiming+WD``, ``SI+FD-norebal``, …) from a run's config,
+    ``-norm-matched`` appended for a run rescaled to an FD run's norms (``norm_match``, the paper's
+    normalization experiment); absent keys take :class:`~tdecomp.config.TrainConfig`'s defaults."""
     values = {**default_values(), **config}
     if values["family"] == DENSE:
         return DENSE
-    return f"{init_label(values['init'])}+{RegPolicy.from_config(values).reg_label()}"
+    label = f"{init_label(values['init'])}+{RegPolicy.from_config(values).reg_label()}"
+    return label + NORM_MATCHED if values.get("norm_match") else label
 
 
 def _settings(init: str, reg: str, rebalance: bool | None) -> dict[str, Any]:

@@ -56,3 +56,9 @@ def test_the_sweep_accepts_every_label_and_labels_its_jobs_alike(tmp_path):
     jobs = expand(load_sweep(path, root=tmp_path / "root"))
     assert [method_label(j.config.to_dict()) for j in jobs] == list(METHODS)
     assert "lowrank_SI+FD-norebal" in {j.name for j in jobs} and "lowrank_kaiming+WD" in {j.name for j in jobs}
+
+
+def test_a_norm_matched_run_is_its_own_method():
+    base = {"family": "lowrank", "init": "spectral", "reg": "none"}
+    assert method_label(base) == "SI+none"
+    assert method_label({**base, "norm_match": "runs/fd/dynamics.jsonl"}) == "SI+none-norm-matched"

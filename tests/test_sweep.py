@@ -272,3 +272,20 @@ def test_compare_tabulates_another_metric_and_rejects_unknown_ones(tmp_path, cap
     assert "metric" in capsys.readouterr().err
     assert main(["compare", str(runs), "--metric", "ppl"]) == 2  # no test_ppl in these summaries
     assert "test_ppl" in capsys.readouterr().err
+
+
+def test_string_values_name_the_sweep_folder_and_the_jobs_own_values(tmp_path):
+    """The normalization experiment's matched runs name the same seed's FD run."""
+    config = write_yaml(tmp_path / "norm.yaml", {
+        "model": "cnn", "data": "digits", "family": "lowrank", "init": "spectral", "epochs": 1,
+        "sweep": [{"method": ["SI+FD"], "seed": [0, 1]},
+                  {"method": ["SI+none"], "norm_match": ["{root}/lowrank_SI+FD_seed-{seed}/dynamics.jsonl"],
+                   "seed": [0, 1]}]})
+    jobs = expand(load_sweep(config, root=tmp_path / "root"))
+    matched = [j for j in jobs if j.config.norm_match]
+    assert [j.name for j in matched] == ["lowrank_SI+none-norm-matched_seed-0", "lowrank_SI+none-norm-matched_seed-1"]
+    assert [j.config.norm_match for j in matched] == [
+        str(tmp_path / "root" / f"lowrank_SI+FD_seed-{s}" / "dynamics.jsonl") for s in (0, 1)]
+    bad = write_yaml(tmp_path / "bad.yaml", {"model": "cnn", "data": "digits", "norm_match": "{nothing}/x"})
+    with pytest.raises(ValueError, match="nothing"):
+        expand(load_sweep(bad, root=tmp_path / "r"))

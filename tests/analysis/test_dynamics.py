@@ -283,3 +283,14 @@ def test_trainer_norm_matching_follows_the_fd_trajectory(tmp_path):
     # and the runs did differ: without decay the factors are not regularized the same way
     assert any(abs(b["layers"][n]["balancedness"] - a["layers"][n]["balancedness"]) > 1e-6
                for a, b in zip(reference[1:], imposed[1:]) for n in factorized)
+
+
+def test_norm_matching_refuses_a_reference_run_that_has_not_finished(tmp_path):
+    """A run folder (config.yaml) without summary.json is still being written: its trajectory would end early."""
+    model = nn.Sequential(tdecomp.factorize(nn.Linear(6, 5), "lowrank", 0.5))
+    path = _record(tmp_path, {"0": [1.0, 2.0]}, [0, 10])
+    (tmp_path / "config.yaml").write_text("family: lowrank\n")
+    with pytest.raises(ValueError, match="has not finished"):
+        NormMatching(model, path)
+    (tmp_path / "summary.json").write_text("{}")
+    NormMatching(model, tmp_path)  # finished: accepted, by file or by folder
