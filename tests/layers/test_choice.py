@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 import tdecomp
-from tdecomp.layers import choice
 from tdecomp.layers.execution import chosen_implementations
+from tests import helpers
 
 
 def _model() -> nn.Module:
@@ -28,16 +28,7 @@ def _layers(model: nn.Module) -> list[tdecomp.FactorizedLayer]:
 @pytest.fixture
 def prefer_reconstructed(monkeypatch):
     """Time 'reconstructed' as faster (the cost model picks 'factorized' for these shapes)."""
-    timed: list[str] = []
-
-    def timer(run):
-        run()
-        timed.append("timed")
-        return len(timed) % 2 * 1.0  # 1st of each pair (factorized) 1 s, 2nd (reconstructed) 0 s
-
-    monkeypatch.setattr(choice, "TIMER", timer)
-    monkeypatch.setattr(choice, "MEASURED_DEVICES", frozenset({"cpu"}))
-    return timed
+    return helpers.prefer_reconstructed(monkeypatch)
 
 
 def _reconstructs(model: nn.Module, monkeypatch) -> list[nn.Module]:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
-from tdecomp.layers import choice
 from tdecomp.layers.execution import CHOSEN
 from tdecomp.train import Callback, Trainer, train
 from tdecomp.train.checkpoint import load_checkpoint
+from tests.helpers import prefer_reconstructed
 
 from .test_trainer import Interrupt, _strip_time, config, records
 
@@ -43,16 +43,7 @@ class ChoicesAtStart(Callback):
 @pytest.fixture
 def measured(monkeypatch) -> list[str]:
     """The measured path on the CPU, timing 'reconstructed' as faster (the cost model says 'factorized')."""
-    timed: list[str] = []
-
-    def timer(run):
-        run()
-        timed.append("timed")
-        return len(timed) % 2 * 1.0  # each pair: factorized 1 s, reconstructed 0 s
-
-    monkeypatch.setattr(choice, "TIMER", timer)
-    monkeypatch.setattr(choice, "MEASURED_DEVICES", frozenset({"cpu"}))
-    return timed
+    return prefer_reconstructed(monkeypatch)
 
 
 def test_measured_runs_take_the_same_path_record_it_and_keep_it_on_resume(tmp_path, measured):
