@@ -1,6 +1,5 @@
 """Analysis of factorized training: dynamics tracking, comparisons across runs, figures."""
 
-from . import config_callbacks  # noqa: F401  (registers the config-key callbacks)
 from .compare import plot_accuracy_vs_params
 from .dynamics import DynamicsTracker, layer_series, read_dynamics
 from .norm_matching import NormMatching

@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -57,10 +57,7 @@ from tdecomp.layers.factorized import Factorized
 from tdecomp.layers.spec import CONV_TYPES, DenseSpec, matricize
 from tdecomp.layers.walk import call_with, named_outermost
 from tdecomp.run_files import DYNAMICS
-from tdecomp.train.callbacks import Callback, StepInfo
-
-if TYPE_CHECKING:
-    from tdecomp.train.trainer import Trainer
+from tdecomp.train.callbacks import Callback, StepInfo, TrainingState
 
 # the per-layer vector kept on device, in this order, followed by the factor norms
 _VECTOR = (
@@ -254,25 +251,24 @@ class DynamicsTracker(Callback):
         self.close()
 
     # ------------------------------------------------------------------ trainer hooks
-    def on_train_start(self, trainer: Trainer) -> None:
-        self.step_count = trainer.global_step
+    def on_train_start(self, state: TrainingState) -> None:
+        self.step_count = state.step
         if self.active and self.step_count == 0 and self._previous is None:
             self._record(0, {})
 
-    def on_before_optimizer_step(self, trainer: Trainer) -> None:
-        self.step_count = trainer.global_step
-        # fp16 gradients are still scaled here unless clipping already unscaled them
-        scaled = trainer.scaler.is_enabled() and trainer.config.grad_clip <= 0
-        self.before_step(trainer.scaler.get_scale() if scaled else 1.0)
+    def on_before_optimizer_step(self, state: TrainingState) -> None:
+        self.step_count = state.step
+        # fp16 gradients still carry the loss scale here unless clipping already unscaled them
+        self.before_step(state.loss_scale() if state.grads_scaled else 1.0)
 
-    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
+    def on_step_end(self, state: TrainingState, info: StepInfo) -> None:
         self.step_count = info.step - 1
         self.step()
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, state: TrainingState, record: dict) -> None:
         self.flush()
 
-    def on_train_end(self, trainer: Trainer, summary: dict) -> None:
+    def on_train_end(self, state: TrainingState, summary: dict) -> None:
         self.flush()
 
     def state_dict(self) -> dict:

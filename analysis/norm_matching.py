@@ -29,19 +29,15 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from tdecomp.layers.base import FactorizedLayer
 from tdecomp.run_files import CONFIG, SUMMARY
-from tdecomp.train.callbacks import Callback, StepInfo
+from tdecomp.train.callbacks import Callback, StepInfo, TrainingState
 
 from .dynamics import layer_series, read_dynamics
-
-if TYPE_CHECKING:
-    from tdecomp.train.trainer import Trainer
 
 
 def interpolate(steps: list[int], values: list[float], step: float) -> float:
@@ -103,5 +99,5 @@ class NormMatching(Callback):
             for f in factors:
                 f.mul_(root)
 
-    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
+    def on_step_end(self, state: TrainingState, info: StepInfo) -> None:
         self.rescale(info.step)

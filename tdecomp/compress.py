@@ -24,9 +24,10 @@ import yaml
 from .config import TrainConfig
 from .layers.base import FactorizedLayer
 from .layers.registry import available_families
+from .run_files import CONFIG
 from .surgery import summarize
 from .train.checkpoint import load_model_weights
-from .train.trainer import CONFIG, SUMMARY, Trainer, _write_json_atomic
+from .train.trainer import Trainer
 
 BEFORE = "_before_finetune"
 
@@ -82,15 +83,11 @@ def compress(config: TrainConfig) -> dict[str, Any]:
          "dense_params": r.dense_params, "reconstruction_error": errors.get(r.name)}
         for r in summarize(trainer.model).layers
     ]
-    summary = trainer.fit()
-    if not summary:  # not the main process
-        return summary
-    summary.update(
+    trainer.summary_fields.update(
         {f"{k}{BEFORE}": v for k, v in before.items()},
         finetune_epochs=config.epochs, source=config.init_from, allocation=config.allocation, layers=layers,
     )
-    _write_json_atomic(trainer.out_dir / SUMMARY, summary)
-    return summary
+    return trainer.fit()
 
 
 __all__ = ["compress", "reconstruction_errors", "source_config"]

@@ -53,6 +53,11 @@ def registry_choices() -> dict[str, tuple[str, ...]]:
             "family": FAMILY_CHOICES_EXTRA + available_families(), "allocation": available_allocations()}
 
 
+# keys that build the registry's data and model (``Trainer(config)``); a run on given objects
+# (``Trainer.from_objects``, ``tdecomp.fit``) leaves them at their defaults, ``model`` and ``data`` null
+OBJECT_KEYS = ("model", "model_kwargs", "data", "data_kwargs", "data_dir", "download", "subset", "val_fraction",
+               "split_seed", "batch_size", "max_tokens", "eval_batch_size", "workers")
+
 # top-level keys that config.yaml files held before ``family_options`` (see migrate_family_options)
 LEGACY_OPTION_KEYS = ("overcomplete", "rank_rule")
 
@@ -67,10 +72,10 @@ RESUME_MAY_CHANGE = frozenset(
 class TrainConfig:
     """Everything that defines a training run (defaults: the paper's CIFAR recipe, shortened)."""
 
-    # what to train
-    model: str = "cnn"
+    # what to train (null model/data: the trainer was given the objects, Trainer.from_objects)
+    model: str | None = "cnn"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {width: 2}
-    data: str = "digits"
+    data: str | None = "digits"
     data_kwargs: dict[str, Any] = field(default_factory=dict)
     data_dir: str = "data"
     download: bool = False
@@ -142,7 +147,8 @@ class TrainConfig:
         from .surgery import TARGETS
 
         for key, choices in registry_choices().items():
-            check_choice(key, getattr(self, key), choices)
+            if not (key in ("model", "data") and getattr(self, key) is None):  # given objects
+                check_choice(key, getattr(self, key), choices)
         if not isinstance(self.family_options, dict) or not all(isinstance(k, str) for k in self.family_options):
             raise ValueError(f"family_options must map option names to values (family_options.NAME=value), "
                              f"got {self.family_options!r}")

@@ -3,7 +3,7 @@
 ``FlopCounterMode`` counts the matrix products and convolutions PyTorch dispatches (2 FLOPs per
 multiply-accumulate; elementwise ops, normalization and pooling are not counted), so a factorized
 layer is counted as it actually runs — its factor convolutions, or the reconstruction of W and
-the dense op when ``implementation="auto"`` picks that for the batch's shape.
+the dense op where that is the layer's ``chosen_implementation``.
 """
 
 from __future__ import annotations

@@ -163,3 +163,20 @@ class TinyCNN1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).mean(-1))
+
+
+def prefer_reconstructed(monkeypatch) -> list[str]:
+    """Drive the measured implementation choice (CUDA's) on the CPU with a timer that times
+    'reconstructed' as faster; returns the list of timings taken (one entry per timed path)."""
+    from tdecomp.layers import choice
+
+    timed: list[str] = []
+
+    def timer(run):
+        run()
+        timed.append("timed")
+        return len(timed) % 2 * 1.0  # each pair: factorized (timed first) 1 s, reconstructed 0 s
+
+    monkeypatch.setattr(choice, "TIMER", timer)
+    monkeypatch.setattr(choice, "MEASURED_DEVICES", frozenset({"cpu"}))
+    return timed

@@ -8,21 +8,21 @@ import copy
 import math
 import re
 from functools import cache
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import tdecomp
-from experiments.sweep import expand, load_sweep
 from tdecomp import models
+from tdecomp.commands.paths import configs_folder
+from tdecomp.experiments.sweep import expand, load_sweep
 from tdecomp.layers.attention.reduced import HeadReducedAttention
 from tdecomp.reg_policy import RegPolicy
 from tdecomp.regularize import frobenius_decay
 from tdecomp.train.schedule import lr_multiplier
 
-CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
+CONFIGS = configs_folder()
 SPE = 391  # CIFAR-10 steps per epoch at batch 128
 
 

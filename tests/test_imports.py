@@ -1,4 +1,5 @@
-"""The package's import graph is acyclic: lower layers never import upward.
+"""The package's import graph is acyclic: lower layers never import upward; ``import tdecomp`` has
+no side effects; every module names analysis and experiments by their installed names.
 
 The graph is read from the source (every ``import`` statement, also inside functions, except
 under ``if TYPE_CHECKING:``), so a cycle hidden behind a function-local import is caught too.
@@ -9,6 +10,8 @@ submodule; a module's implicit import of its parent packages is not an edge.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import tdecomp
@@ -111,3 +114,69 @@ def test_find_cycle_finds_a_planted_cycle():
 def test_the_package_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+# ---------------------------------------------------------------- no import side effects
+ROOT = Path(__file__).resolve().parents[1]
+CHECKOUT_NAMES = ("analysis", "experiments")  # installed as tdecomp.analysis, tdecomp.experiments
+IMPORTERS = ("import_module", "files", "__import__", "find_spec")  # importlib, importlib.resources
+
+
+def test_import_tdecomp_imports_no_analysis_and_leaves_its_path_alone(tmp_path):
+    code = ("import os, sys, tdecomp; "
+            "print('tdecomp.analysis' in sys.modules, 'tdecomp.train' in sys.modules, "
+            "tdecomp.__path__ == [os.path.dirname(tdecomp.__file__)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_a_training_run_imports_analysis_only_when_a_key_asks_for_it(tmp_path):
+    code = ("import sys; from tdecomp.config import load_config; from tdecomp.train import train; "
+            "settings = dict(data='digits', subset=64, epochs=1, progress=False, device='cpu'); "
+            f"train(load_config(None, dict(settings, out={str(tmp_path / 'a')!r}))); "
+            "print('tdecomp.analysis' in sys.modules); "
+            f"train(load_config(None, dict(settings, track_every=1, out={str(tmp_path / 'b')!r}))); "
+            "print('tdecomp.analysis' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+
+
+def checkout_name_uses(source: str, filename: str = "<source>") -> list[str]:
+    """Where ``source`` reaches analysis/experiments by their checkout names: ``import analysis…``,
+    ``from experiments… import``, or ``importlib``/``resources`` asked for ``"experiments…"``."""
+
+    def checkout_name(name: str) -> bool:
+        return name.split(".")[0] in CHECKOUT_NAMES
+
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in IMPORTERS and isinstance(node.args[0].value, str):
+                names = [node.args[0].value]
+        found += [f"{filename}:{node.lineno} {name}" for name in names if checkout_name(name)]
+    return found
+
+
+def test_the_scanner_finds_planted_checkout_names():
+    planted = ("import analysis.dynamics\nfrom experiments.sweep import expand\n"
+               "resources.files('experiments')\nimportlib.import_module('analysis')\n"
+               "from tdecomp.experiments import sweep\nfrom . import analysis\n"
+               "resources.files('tdecomp.experiments')\n")
+    assert [u.split(" ", 1)[1] for u in checkout_name_uses(planted)] == [
+        "analysis.dynamics", "experiments.sweep", "experiments", "analysis"]
+
+
+def test_every_module_uses_the_installed_names():
+    files = [p for folder in ("tdecomp", "analysis", "experiments", "tests", "benchmarks")
+             for p in (ROOT / folder).rglob("*.py")]
+    assert len(files) > 100
+    found = [use for path in files for use in checkout_name_uses(path.read_text(), str(path.relative_to(ROOT)))]
+    assert not found, "use tdecomp.analysis / tdecomp.experiments: " + "; ".join(found)

@@ -58,4 +58,5 @@ def test_analysis_and_experiments_come_from_the_checkout_tdecomp_came_from():
     package = Path(tdecomp.__file__).parent
     for name, module in (("analysis", tdecomp.analysis), ("experiments", tdecomp.experiments)):
         found = Path(module.__file__).parent
-        assert found in (package / name, package.parent / name), f"tdecomp.{name} from {found}, tdecomp from {package}"
+        assert found in (package / name, package.parent / name), (
+            f"tdecomp.{name} from {found}, tdecomp from {package}: reinstall this checkout (pip install -e .)")

@@ -28,12 +28,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .._tltorch import pytorch_backend
+from ..layers.execution import IMPLEMENTATIONS
 from ..layers.registry import FAMILIES, get_family
 from ..surgery import factorize
 from .timing import Stats, paired_ratio, time_interleaved
 
-IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
-TLTORCH_IMPLEMENTATIONS = ("factorized", "reconstructed")
+TLTORCH_IMPLEMENTATIONS = IMPLEMENTATIONS[:2]
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def run_case(
             "vs_dense": paired_ratio(times[name], times["dense"]),
         }
         if impl == "auto":
-            row["auto_choice"] = module.choose_implementation(x.shape)
+            row["auto_choice"] = module.chosen_implementation  # what it decided on its first forward
         rows.append(row)
     _add_tltorch_speedups(rows, times)
     return rows

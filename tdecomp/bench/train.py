@@ -92,10 +92,7 @@ def _step(model: nn.Module, batch: tuple[tuple[Tensor, ...], Tensor], fd: float,
 
 def _record_ms(model: nn.Module, opt: torch.optim.Optimizer, device: torch.device, records: int = 3) -> float:
     """Milliseconds one dynamics record costs (gradients of the last step still in place)."""
-    try:
-        from tdecomp.analysis.dynamics import DynamicsTracker
-    except ImportError:
-        from analysis.dynamics import DynamicsTracker
+    from tdecomp.analysis.dynamics import DynamicsTracker
     tracker = DynamicsTracker(model, opt, every=1, flush_every=records + 1)
     tracker.before_step()  # the step-0 record, untimed
     synchronize(device)

@@ -1,20 +1,27 @@
-"""Where the packaged experiment configs live."""
+"""Where the packaged experiment configs live: ``experiments/configs`` of a checkout, installed as
+``tdecomp/experiments/configs`` (the package ``tdecomp.experiments``, pyproject's package-dir)."""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
+PACKAGE = "tdecomp.experiments"
+
+
+def configs_folder() -> Path:
+    """The folder holding the packaged configs."""
+    return Path(str(resources.files(PACKAGE) / "configs"))
+
 
 def packaged_configs() -> tuple[str, ...]:
-    """Names of the packaged configs (``experiments/configs/*.yaml``), sorted."""
-    folder = Path(str(resources.files("experiments") / "configs"))
-    return tuple(sorted(p.stem for p in folder.glob("*.yaml")))
+    """Names of the packaged configs (``*.yaml`` in :func:`configs_folder`), sorted."""
+    return tuple(sorted(p.stem for p in configs_folder().glob("*.yaml")))
 
 
 def default_config(name: str) -> Path:
-    """``experiments/configs/<name>.yaml``, installed as ``tdecomp/experiments/configs``."""
-    path = Path(str(resources.files("tdecomp.experiments") / "configs" / f"{name}.yaml"))
+    """The packaged config ``<name>.yaml``."""
+    path = configs_folder() / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no packaged config {name!r} at {path}")
     return path

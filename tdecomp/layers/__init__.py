@@ -5,8 +5,9 @@ module walks and functional calls (:mod:`.walk`), the dense geometry (:mod:`.spe
 """
 
 from .attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
-from .base import IMPLEMENTATIONS, FactorizedLayer
+from .base import FactorizedLayer
 from .cp import CPLayer
+from .execution import IMPLEMENTATIONS
 from .factorized import Factorized
 from .lowrank import LowRankLayer
 from .ranks import RankScale

@@ -29,7 +29,7 @@ from .cost import Cost, Grid
 from .dense import DenseCompatible
 from .diagnostics import Diagnostics
 from .energy import EnergyCurve
-from .execution import IMPLEMENTATIONS, Execution
+from .execution import Execution
 from .factorized import Factorized
 from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
@@ -50,7 +50,9 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         **options: the family's :attr:`options` (held, defaults filled in, as ``family_options``).
         implementation: ``"factorized"`` convolves/multiplies by the factors in sequence;
             ``"reconstructed"`` builds W and runs the dense op (cheaper for tiny batches or
-            ranks near full); ``"auto"`` (default) picks one per call by :meth:`choose_implementation`.
+            ranks near full); ``"auto"`` (default) decides once, on the first forward (the cost
+            model on the CPU, timing on CUDA; :mod:`tdecomp.layers.execution`), and keeps it as
+            ``chosen_implementation`` (saved with the ``state_dict``; :meth:`choose` decides again).
 
     Shapes: a Linear layer maps ``(*, c_in) → (*, c_out)``; an n-d conv ``(N, c_in, *spatial) →
     (N, c_out, *spatial')`` exactly as the dense layer with weight :meth:`reconstruct` would.
@@ -92,8 +94,7 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         self.spec = spec
         self._init_dense_compatible(device, dtype)
         self.family_options = self.resolve_options(options)  # every option, defaults filled in
-        self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
-        self._choices: dict[tuple, str] = {}  # (input shape, dtype, device) → implementation
+        self._init_execution(implementation)
         self._build(tuple(rank), {"device": device, "dtype": dtype})
         if spec.has_bias:
             self.bias = nn.Parameter(torch.empty(spec.out_channels, device=device, dtype=dtype))

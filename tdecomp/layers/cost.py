@@ -66,8 +66,10 @@ class Grid(NamedTuple):
 
     def positions(self, done: Collection[int] = ()) -> int:
         """Positions once the factor modes ``done`` (indices) are convolved: base·Π_{j∈done} out_j·Π_{j∉done} in_j."""
-        sizes = (o if j in done else i for j, (i, o) in enumerate(zip(self.inputs, self.outputs)))
-        return self.base * math.prod(sizes)
+        positions = self.base  # a plain loop: torch.compile traces it (math.prod of a generator breaks the graph)
+        for j, (i, o) in enumerate(zip(self.inputs, self.outputs)):
+            positions *= o if j in done else i
+        return positions
 
     @property
     def out(self) -> int:

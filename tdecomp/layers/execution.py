@@ -1,14 +1,26 @@
 """How a factorized layer runs: its factorized forward (the family's chain of small ops) or the
-dense op on ``reconstruct()``, chosen per input (``implementation="auto"``: the shape cost model of
-:mod:`.cost`, measured on CUDA by :mod:`.choice`), and the conv helpers the families' forwards use."""
+dense op on ``reconstruct()``, and which of the two a layer runs.
+
+``implementation="auto"`` decides **once per layer**, on its first forward (or when asked, by
+:meth:`Execution.choose`): on the CPU by the shape cost model of :mod:`.cost`, on
+:data:`choice.MEASURED_DEVICES` (CUDA) by timing both (:mod:`.choice`). The decision is kept on
+the layer as ``chosen_implementation`` — the one cache —, travels with its ``state_dict`` (extra
+state, restored on load) and is reported by :func:`chosen_implementations` (a run's
+``summary.json``). Later inputs of other shapes run the same path: no per-shape choice, so two
+runs from one checkpoint take the same numerical path, and ``torch.compile`` sees a constant
+(no graph break, no recompilation per input shape). The module also holds the conv helpers the
+families' forwards use.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from .._validation import check_choice
 from . import choice
@@ -16,22 +28,45 @@ from .cost import auto_choice, batch_and_grid, reconstructed_cost
 from .spec import DenseSpec
 
 IMPLEMENTATIONS = ("factorized", "reconstructed", "auto")
+CHOSEN = IMPLEMENTATIONS[:2]  # what a layer runs; its extra state stores the index (-1: not decided yet)
+UNDECIDED = -1
 
 
 class Execution(nn.Module):
-    """Mixin of :class:`~tdecomp.layers.base.FactorizedLayer`: ``forward`` and the cost of running it."""
+    """Mixin of :class:`~tdecomp.layers.base.FactorizedLayer`: ``forward``, the implementation it
+    runs and the cost of running it; call :meth:`_init_execution` once ``spec`` is set.
+
+    ``implementation`` is what was asked (``"factorized"``, ``"reconstructed"`` or ``"auto"``;
+    assigning it overrides the layer's path), ``chosen_implementation`` what :meth:`forward` runs
+    (``None`` for an ``"auto"`` layer that has not decided yet).
+    """
 
     spec: DenseSpec
-    implementation: str
+
+    def _init_execution(self, implementation: str) -> None:
+        self.implementation = implementation
+        self.register_load_state_dict_pre_hook(_undecided_if_absent)
+
+    @property
+    def implementation(self) -> str:
+        """The requested implementation; setting it fixes the path (``"factorized"``/``"reconstructed"``)
+        or, with ``"auto"``, lets the next forward decide again."""
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, value: str) -> None:
+        self._implementation = check_choice("implementation", value, IMPLEMENTATIONS)
+        self.chosen_implementation: str | None = None if value == "auto" else value
 
     def macs(self, input_shape: Sequence[int], implementation: str | None = None) -> int:
         """Multiply-accumulates of one forward on an input of ``input_shape`` (:meth:`Cost.total_macs`).
 
-        ``implementation`` defaults to the one :meth:`forward` runs. The dense layer's count is
+        ``implementation`` defaults to the one :meth:`forward` runs (for an undecided ``"auto"``
+        layer, the cost model's choice for this shape). The dense layer's count is
         N·P_out·numel(W) (P_out output positions per sample); the ratio of the two is the benchmarks' FLOP ratio.
         """
-        impl = self.choose_implementation(input_shape) if implementation is None else implementation
-        check_choice("implementation", impl, IMPLEMENTATIONS[:2])
+        impl = implementation or self.chosen_implementation or self.choose_implementation(input_shape)
+        check_choice("implementation", impl, CHOSEN)
         batch, grid = batch_and_grid(self.spec, input_shape)
         cls, options = type(self), self.family_options
         if impl == "factorized":
@@ -39,37 +74,52 @@ class Execution(nn.Module):
         return reconstructed_cost(cls, self.spec, self.rank, grid, options).total_macs(batch)
 
     def choose_implementation(self, input_shape: Sequence[int]) -> str:
-        """The implementation :meth:`forward` runs on an input of ``input_shape``: the fixed one, or
-        for ``"auto"`` the one with the lower forward cost (:func:`~tdecomp.layers.cost.auto_choice`).
-        On CUDA :meth:`forward` measures instead (:mod:`tdecomp.layers.choice`)."""
+        """The cost model's implementation for an input of ``input_shape`` (a pure function of shapes,
+        :func:`~tdecomp.layers.cost.auto_choice`), or the fixed one; decides nothing (:meth:`choose` does)."""
         if self.implementation != "auto":
             return self.implementation
         batch, grid = batch_and_grid(self.spec, input_shape)
         return auto_choice(type(self), self.spec, self.rank, batch, grid, self.family_options)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._run(x, self._implementation_for(x))
-
-    def _implementation_for(self, x: Tensor) -> str:
-        """The implementation for input ``x``: fixed, or for ``"auto"`` the choice cached on this
-        layer per (shape, dtype, device) — measured on :data:`choice.MEASURED_DEVICES` in eager
-        mode, else :meth:`choose_implementation`. Under ``torch.compile`` only the cache and the
-        cost model run (traced to constants), never a timing."""
+    def choose(self, example: Tensor | Sequence[int]) -> str:
+        """Decide (again) the implementation of an ``"auto"`` layer for inputs like ``example`` (a
+        tensor, or a shape: then a random input on the layer's device and dtype) and keep it as
+        ``chosen_implementation``; returns it. Measured (forward, and backward when autograd
+        records) on :data:`choice.MEASURED_DEVICES` outside ``torch.compile``, the cost model
+        (:meth:`choose_implementation`) elsewhere. A layer with a fixed ``implementation`` returns it."""
         if self.implementation != "auto":
             return self.implementation
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        key = (tuple(x.shape), dtype, x.device)
-        cached = self._choices.get(key)
-        if cached is not None:
-            return cached
-        if x.device.type in choice.MEASURED_DEVICES and not torch.compiler.is_compiling():
-            geometry = (type(self), self.spec, self.rank, tuple(self.family_options.items()), *key)
+        shape = tuple(example.shape) if isinstance(example, Tensor) else tuple(example)
+        factor = next(self.parameters())
+        if factor.device.type in choice.MEASURED_DEVICES and not torch.compiler.is_compiling():
+            if not isinstance(example, Tensor):
+                generator = torch.Generator(factor.device).manual_seed(0)  # leaves the global RNG alone
+                example = torch.randn(shape, generator=generator, device=factor.device, dtype=factor.dtype)
             params = [p for p in self.parameters() if p.requires_grad]
-            chosen = choice.measure(geometry, self._run, x, params)
+            chosen = choice.measure(self._run, example, params)
         else:
-            chosen = self.choose_implementation(x.shape)
-        self._choices[key] = chosen
+            chosen = self.choose_implementation(shape)
+        self.chosen_implementation = chosen
         return chosen
+
+    def forward(self, x: Tensor) -> Tensor:
+        implementation = self.chosen_implementation
+        if implementation is None:  # the first forward of an "auto" layer
+            implementation = self.choose(x)
+        return self._run(x, implementation)
+
+    def get_extra_state(self) -> Tensor:
+        """The chosen implementation as a 0-d int8 tensor (its index in :data:`CHOSEN`, −1 undecided),
+        so a ``state_dict`` stays all tensors (``torch.equal``, safetensors)."""
+        chosen = self.chosen_implementation
+        return torch.tensor(UNDECIDED if chosen is None else CHOSEN.index(chosen), dtype=torch.int8)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the chosen implementation of an ``"auto"`` layer (−1: decide again on the next
+        forward); a layer with a fixed ``implementation`` keeps it."""
+        if self.implementation == "auto":
+            index = int(state)
+            self.chosen_implementation = None if index == UNDECIDED else CHOSEN[index]
 
     def _run(self, x: Tensor, implementation: str) -> Tensor:
         if implementation == "reconstructed":
@@ -110,3 +160,15 @@ class Execution(nn.Module):
         for a, k in zip(axes, weight.shape[2:]):
             kernel[a] = k
         return spec.axis_conv(x, weight.reshape(*weight.shape[:2], *kernel), axes, pad, groups)
+
+
+def chosen_implementations(model: nn.Module) -> dict[str, str | None]:
+    """``{qualified name: chosen implementation}`` of every factorized layer in ``model`` (``None``:
+    an ``"auto"`` layer that has run no forward yet), in module order."""
+    return {name: m.chosen_implementation for name, m in model.named_modules() if isinstance(m, Execution)}
+
+
+def _undecided_if_absent(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """State-dict pre-hook: a checkpoint written before layers saved their choice loads as
+    "undecided" (an ``"auto"`` layer decides again on its next forward)."""
+    state_dict.setdefault(prefix + _EXTRA_STATE_KEY_SUFFIX, torch.tensor(UNDECIDED, dtype=torch.int8))

@@ -1,5 +1,11 @@
 """The training loop: any model × any family × SI/random init × FD/WD, CPU or GPU, resumable.
 
+Two ways in: ``Trainer(config)`` builds the data, model and loaders from the config's registry
+names (``model``, ``data``, ``batch_size``, …); :meth:`Trainer.from_objects` (or :func:`fit`) takes a
+user's own ``nn.Module``, ``DataLoader``s and :class:`~tdecomp.tasks.Task`. Everything after that —
+factorization (``family``, ``rank``, …), FD, rebalancing, callbacks, checkpoints, resume, summary,
+provenance — is the same code for both.
+
 Files written to ``config.out`` (main process only):
 
 - ``config.yaml`` — the full configuration;
@@ -14,7 +20,10 @@ Files written to ``config.out`` (main process only):
   ``decay_integral``; ``params``, ``trained_params``, ``dense_params``, ``param_ratio``,
   ``factorized_layer_ratio``, ``flops`` (forward FLOPs per example,
   :func:`tdecomp.flops.flop_summary`), ``flop_ratio``, …; ``epochs``, ``steps``, ``time_s``; the
-  config's ``model``, ``data``, ``family``, ``rank``, ``init``, ``reg``, ``seed``; and provenance
+  config's ``model``, ``data`` (for objects given to the trainer: the classes of the model and of
+  the training dataset), ``family``, ``rank``, ``init``, ``reg``, ``seed``; ``implementations``: the
+  implementation each factorized layer chose (:func:`~tdecomp.layers.execution.chosen_implementations`);
+  any :attr:`Trainer.summary_fields` a caller added (e.g. ``tdecomp compress``); and provenance
   (:mod:`tdecomp.train.provenance`): ``code`` (version, git commit, dirty flag), ``versions``
   (python, torch, tensorly, tensorly-torch, numpy), ``device``, ``threads``, ``world_size``, and
   ``earlier_code`` when a resumed run was trained by other code before.
@@ -58,12 +67,13 @@ from .._svd import si_solver
 from ..config import TrainConfig
 from ..data.token_batches import TokenBatchSampler
 from ..flops import flop_summary
-from ..layers import choice
+from ..layers.execution import chosen_implementations
 from ..reg_policy import RegPolicy
 from ..regularize import rebalance
 from ..run_files import CONFIG, METRICS, SUMMARY
 from ..surgery import factorize_model, summarize
-from .callbacks import Callback, StepInfo, config_callbacks
+from ..tasks import ClassificationTask, Task
+from .callbacks import Callback, StepInfo, TrainingState
 from .checkpoint import (
     LAST,
     load_checkpoint,
@@ -73,7 +83,9 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
+from .config_callbacks import config_callbacks
 from .distributed import barrier, init_distributed
+from .objects import dense_parameter_count, epoch_sampler, objects_config
 from .provenance import code_version, provenance
 from .schedule import lr_multiplier
 
@@ -115,12 +127,15 @@ def _write_json_atomic(path: Path, value: dict) -> None:
 
 
 class Trainer:
-    """Builds data, model (factorized per ``config.family``), optimizer and schedule, then trains.
+    """Trains a model (factorized per ``config.family``) with the config's optimizer and schedule.
 
-    Public attributes (the callback contract, see :mod:`tdecomp.train.callbacks`): ``config``,
-    ``model`` (unwrapped), ``optimizer``, ``scheduler``, ``out_dir``, ``device``, ``epoch``,
-    ``global_step``, ``is_main``, ``steps_per_epoch``, ``total_steps``, ``total_epochs``; also
-    ``reg_policy`` (:class:`~tdecomp.reg_policy.RegPolicy`) and ``decay_integral`` (so far).
+    ``Trainer(config)`` builds data, model and loaders from the config's registry names;
+    :meth:`from_objects` takes your own. Callbacks see the run through :attr:`state`
+    (:class:`~tdecomp.train.callbacks.TrainingState`, the callback contract). Public attributes:
+    ``config``, ``model`` (unwrapped), ``task``, ``optimizer``, ``scheduler``, ``out_dir``,
+    ``device``, ``epoch``, ``global_step``, ``is_main``, ``steps_per_epoch``, ``total_steps``,
+    ``total_epochs``, the loaders, ``reg_policy`` (:class:`~tdecomp.reg_policy.RegPolicy`),
+    ``decay_integral`` (so far) and :attr:`summary_fields`; :meth:`evaluate` evaluates the model.
 
     Length of training: ``epochs`` epochs, or with ``max_steps`` > 0 whichever comes first of
     ``max_steps`` optimizer steps and ``epochs`` epochs, i.e. ``total_steps = min(max_steps,
@@ -130,34 +145,113 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
+        if config.model is None or config.data is None:
+            raise ValueError("model=null/data=null name no registered model or dataset: pass model=NAME and "
+                             "data=NAME, or give your own objects to tdecomp.fit / Trainer.from_objects")
+        self._begin(config)
+        self.data = self._build_data()
+        model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
+        train_loader, val_loader, test_loader = self._build_loaders()
+        self._assemble(model, train_loader, val_loader, test_loader, self.data.task, callbacks)
+
+    @classmethod
+    def from_objects(
+        cls,
+        model: nn.Module,
+        train_loader: DataLoader,
+        test_loader: DataLoader,
+        val_loader: DataLoader | None = None,
+        *,
+        task: Task | None = None,
+        config: TrainConfig | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> Trainer:
+        """A trainer for your own ``model`` and loaders (batches as ``task`` reads them; default
+        :class:`~tdecomp.tasks.ClassificationTask`: ``(inputs, labels)``), with every other
+        setting from ``config`` (:func:`objects_config`; its ``model`` and ``data`` are null).
+
+        The model is factorized per ``config.family`` (or passed already factorized with
+        ``family=dense``). A loader whose sampler has ``set_epoch`` (``DistributedSampler``) gets
+        the epoch; a shuffling loader draws its order from torch's RNG, which checkpoints restore,
+        so a resumed run sees the batches an uninterrupted one would.
+        """
+        config = objects_config(config)
+        if not hasattr(train_loader, "__len__"):
+            raise ValueError("train_loader must have a length (len(train_loader) steps per epoch); "
+                             "an iterable-style dataset without one cannot set the schedule")
+        self = cls.__new__(cls)
+        self._begin(config)
+        self.data = None
+        self._assemble(model, train_loader, val_loader, test_loader, task or ClassificationTask(), callbacks)
+        return self
+
+    # ------------------------------------------------------------------ construction helpers
+    def _begin(self, config: TrainConfig) -> None:
+        """``config``, ``out_dir``, the device and distributed context, then the run's seed."""
         self.config = config
         self.out_dir = Path(config.out)
         self._setup_device()
         seed_everything(config.seed)
-        self.data = self._build_data()
-        self.task = self.data.task
-        self.model = self._build_model()
+
+    def _assemble(
+        self,
+        model: nn.Module,
+        train_loader: DataLoader,
+        val_loader: DataLoader | None,
+        test_loader: DataLoader,
+        task: Task,
+        callbacks: Sequence[Callback],
+    ) -> None:
+        """Everything after the objects: factorization, optimizer, schedule, step, callbacks."""
+        config = self.config
+        self.task = task
+        self.model = self._prepare_model(model)
         self.reg_policy = RegPolicy.from_config(config)
         self.decay_coefficient = self.reg_policy.decay_coefficient(self.param_ratio)
         self.optimizer = self._build_optimizer()
-        self.sampler, self.train_loader, self.val_loader, self.test_loader = self._build_loaders()
-        self.steps_per_epoch = len(self.train_loader)
+        self.train_loader, self.val_loader, self.test_loader = train_loader, val_loader, test_loader
+        self.sampler = epoch_sampler(train_loader)
+        self.steps_per_epoch = len(train_loader)
         epoch_steps = config.epochs * self.steps_per_epoch
         self.total_steps = min(epoch_steps, config.max_steps) if config.max_steps else epoch_steps
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.scheduler = self._build_scheduler()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.forward_model = self._build_forward()
-        self._objective, self._unmeasured = self._build_objective()
-        self.callbacks: list[Callback] = [*callbacks, *config_callbacks(self)]
-        self.epoch = 0
-        self.global_step = 0
+        self._objective, self._undecided = self._build_objective()
+        self.state = TrainingState(
+            self.model, self.optimizer, self.device, self.out_dir, self.is_main, self.steps_per_epoch,
+            self.total_steps, self.total_epochs, grads_scaled=self.scaler.is_enabled() and config.grad_clip <= 0,
+            read_loss_scale=self.scaler.get_scale,
+        )
+        self.callbacks: list[Callback] = [*callbacks, *config_callbacks(config, self.state)]
         self.elapsed = 0.0
         self.lr_sum: float | None = 0.0  # Σ_t η_t over the steps taken (None: resumed from a run that kept none)
         self.code = code_version()  # the code this process imported
         self.earlier_code: list[dict[str, Any]] = []  # other code that trained this run before a resume
+        # fields a caller adds to summary.json (e.g. tdecomp compress), after the trainer's own
+        self.summary_fields: dict[str, Any] = {}
+        names = {"model": type(model).__name__, "data": type(train_loader.dataset).__name__}
+        self.names = {key: getattr(config, key) or names[key] for key in names}  # what summary.json calls them
 
-    # ------------------------------------------------------------------ construction helpers
+    @property
+    def epoch(self) -> int:
+        """The current epoch (0-based)."""
+        return self.state.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.state.epoch = value
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps done so far."""
+        return self.state.step
+
+    @global_step.setter
+    def global_step(self, value: int) -> None:
+        self.state.step = value
+
     def _setup_device(self) -> None:
         """``device``, the distributed context ``dist`` and ``is_main``; rejects settings they can't run."""
         config = self.config
@@ -169,11 +263,6 @@ class Trainer:
         self.is_main = self.dist.is_main
         if config.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("amp='fp16' needs a CUDA device; use amp=bf16 or amp=none on CPU")
-        if config.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"batch_size={config.batch_size} must be divisible by the "
-                f"{self.dist.world_size} distributed processes"
-            )
 
     def _build_data(self) -> datasets.DataBundle:
         config = self.config
@@ -188,12 +277,12 @@ class Trainer:
             **config.data_kwargs,
         )
 
-    def _build_model(self) -> nn.Module:
-        """The config's model, factorized per ``config.family``, on the device; sets ``dense_params`` and
+    def _prepare_model(self, model: nn.Module) -> nn.Module:
+        """``model`` with the ``init_from`` weights, factorized per ``config.family``, on the device;
+        sets ``dense_params`` (its parameters with every factorized layer at its dense size) and
         ``param_ratio`` (its parameters while training / dense)."""
         config = self.config
-        model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
-        self.dense_params = sum(p.numel() for p in model.parameters())
+        self.dense_params = dense_parameter_count(model)
         if config.init_from:  # e.g. a trained dense model to compress (tdecomp compress)
             model.load_state_dict(load_model_weights(config.init_from))
         model.to(self.device)  # SI runs where the weights are: on the GPU when training there
@@ -219,11 +308,15 @@ class Trainer:
         self.param_ratio = sum(p.numel() for p in model.parameters()) / self.dense_params
         return model
 
-    def _build_loaders(
-        self,
-    ) -> tuple[DistributedSampler | TokenBatchSampler, DataLoader, DataLoader | None, DataLoader]:
-        """The training sampler and loader, and the validation (None without a split) and test loaders."""
+    def _build_loaders(self) -> tuple[DataLoader, DataLoader | None, DataLoader]:
+        """The training loader (a distributed sampler, or token batches), and the validation (None
+        without a split) and test loaders."""
         config = self.config
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"batch_size={config.batch_size} must be divisible by the "
+                f"{self.dist.world_size} distributed processes"
+            )
         loader_kw = dict(
             num_workers=config.workers,
             collate_fn=self.data.collate_fn,
@@ -255,7 +348,7 @@ class Trainer:
             None if split is None else DataLoader(split, batch_size=config.eval_batch_size, **loader_kw)
             for split in (self.data.val, self.data.test)
         )
-        return sampler, train_loader, val_loader, test_loader
+        return train_loader, val_loader, test_loader
 
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         config = self.config
@@ -284,8 +377,8 @@ class Trainer:
         return forward
 
     def _build_objective(self) -> tuple[Callable[[Any], tuple[torch.Tensor, dict[str, Any]]], bool]:
-        """The step's objective function, compiled as configured, and whether ``auto`` layers still
-        have to measure their implementation eagerly before the first compiled step.
+        """The step's objective function, compiled as configured, and whether ``auto`` layers have
+        still to decide their implementation in an eager forward before the first compiled step.
 
         One compiled function for forward + loss + FD: FD is dozens of tiny Gram products,
         launch-bound, and "reduce-overhead" then replays the whole step (backward included) as
@@ -294,7 +387,8 @@ class Trainer:
         mode = self.config.compile_mode
         if mode is None:
             return self._eager_objective, False
-        return torch.compile(self._eager_objective, mode=mode), self.device.type in choice.MEASURED_DEVICES
+        undecided = None in chosen_implementations(self.model).values()
+        return torch.compile(self._eager_objective, mode=mode), undecided
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -326,7 +420,7 @@ class Trainer:
         """Train (or continue) to ``total_steps`` steps in ``total_epochs`` epochs; returns the summary."""
         start_epoch = self._start()
         for cb in self.callbacks:
-            cb.on_train_start(self)
+            cb.on_train_start(self.state)
         done = start_epoch
         try:
             for epoch in range(start_epoch, self.total_epochs):
@@ -340,7 +434,7 @@ class Trainer:
             raise TrainingInterrupted(f"interrupted after epoch {done} of {self.total_epochs} ({saved})") from None
         summary = self._summary()
         for cb in self.callbacks:
-            cb.on_train_end(self, summary)
+            cb.on_train_end(self.state, summary)
         return summary
 
     def _start(self) -> int:
@@ -369,7 +463,7 @@ class Trainer:
                 (out / METRICS).write_text("")
             params = sum(p.numel() for p in self.model.parameters())
             self.log(
-                f"{cfg.model} on {cfg.data}, family={cfg.family}: {params:,} parameters "
+                f"{self.names['model']} on {self.names['data']}, family={cfg.family}: {params:,} parameters "
                 f"({params / self.dense_params:.3f} of dense), {self.steps_per_epoch} steps/epoch"
             )
             return 0
@@ -417,7 +511,8 @@ class Trainer:
         it appeared."""
         cfg = self.config
         self.model.train()
-        self.sampler.set_epoch(epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
         sums: dict[str, Any] = defaultdict(float)
         pending, pending_from = torch.zeros((), device=self.device), self.global_step
         steps = min(self.steps_per_epoch, self.total_steps - self.global_step)
@@ -429,8 +524,8 @@ class Trainer:
             disable=not (self.is_main and cfg.progress),
         )
         for batch in bar:
-            if self._unmeasured:
-                self._measure_implementations(batch)
+            if self._undecided:
+                self._decide_implementations(batch)
             objective, stats = self._objective(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(objective).backward()
@@ -438,7 +533,7 @@ class Trainer:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             for cb in self.callbacks:
-                cb.on_before_optimizer_step(self)
+                cb.on_before_optimizer_step(self.state)
             if self.lr_sum is not None:
                 self.lr_sum += self.optimizer.param_groups[0]["lr"]  # the lr this step uses (every group's)
             self.scaler.step(self.optimizer)
@@ -453,7 +548,7 @@ class Trainer:
             pending += value.float()
             info = StepInfo(self.global_step, epoch, value, self.optimizer.param_groups[0]["lr"])
             for cb in self.callbacks:
-                cb.on_step_end(self, info)
+                cb.on_step_end(self.state, info)
             if self.global_step % cfg.log_every == 0:
                 self._check_loss(pending, pending_from, bar)
                 pending, pending_from = torch.zeros((), device=self.device), self.global_step
@@ -461,11 +556,12 @@ class Trainer:
             self._check_loss(pending, pending_from, bar)
         return self._reduce(sums)
 
-    def _measure_implementations(self, batch: Any) -> None:
-        """One eager forward before the first compiled step, so ``auto`` layers time their
-        implementations (:mod:`tdecomp.layers.choice`) and the trace compiles the measured choice.
-        Eval mode: batch-norm statistics stay as they are; the layers' timing returns its grads."""
-        self._unmeasured = False
+    def _decide_implementations(self, batch: Any) -> None:
+        """One eager forward before the first compiled step, so ``auto`` layers decide their
+        implementation outside the trace (timed on CUDA, :mod:`tdecomp.layers.choice`) and the trace
+        compiles the decided one. Eval mode: batch-norm statistics stay as they are; the layers'
+        timing returns its grads."""
+        self._undecided = False
         self.model.eval()
         try:
             with self._autocast():
@@ -553,7 +649,7 @@ class Trainer:
                 f"lr {record['lr']:.3g}  {record['time_s']:.1f}s"
             )
         for cb in self.callbacks:
-            cb.on_epoch_end(self, record)
+            cb.on_epoch_end(self.state, record)
         barrier(self.dist)
 
     def _summary(self) -> dict[str, Any]:
@@ -580,10 +676,17 @@ class Trainer:
             "epochs": last["epoch"],
             "steps": last["step"],
             "time_s": last["time_s"],
-            **{k: getattr(cfg, k) for k in ("model", "data", "family", "rank", "init", "reg", "seed")},
+            **self.names,
+            **{k: getattr(cfg, k) for k in ("family", "rank", "init", "reg", "seed")},
+            "implementations": chosen_implementations(self.model),
             **provenance(self.device, self.dist.world_size),
             **({"earlier_code": self.earlier_code} if self.earlier_code else {}),
         }
+        clash = sorted(set(summary) & set(self.summary_fields))
+        if clash:
+            raise ValueError(f"summary_fields {clash} would replace the trainer's own summary fields; rename them "
+                             f"(the run is checkpointed: resume=true writes its summary again)")
+        summary |= self.summary_fields
         _write_json_atomic(self.out_dir / SUMMARY, summary)
         return summary
 
@@ -592,6 +695,30 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     """Run ``config`` to completion (or continue it with ``resume=true``); returns the summary."""
     try:
         return Trainer(config, callbacks).fit()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    val_loader: DataLoader | None = None,
+    *,
+    task: Task | None = None,
+    callbacks: Sequence[Callback] = (),
+    **config: Any,
+) -> dict[str, Any]:
+    """Train your own ``model`` on your own loaders with the trainer's every feature; returns the summary.
+
+    ``config``: any :class:`~tdecomp.config.TrainConfig` key except those that build the registry's
+    objects (:data:`~tdecomp.config.OBJECT_KEYS`), e.g. ``family="tucker", rank=0.1, reg="fd",
+    epochs=5, lr=0.05, out="runs/mine", resume=True, track_every=50``. See :meth:`Trainer.from_objects`.
+    """
+    try:
+        return Trainer.from_objects(model, train_loader, test_loader, val_loader, task=task,
+                                    config=TrainConfig.from_dict(config), callbacks=callbacks).fit()
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
