@@ -63,6 +63,7 @@ from ..reg_policy import RegPolicy
 from ..regularize import rebalance
 from ..run_files import CONFIG, METRICS, SUMMARY
 from ..surgery import factorize_model, summarize
+from .calibration import config_calibration
 from .callbacks import Callback, StepInfo, config_callbacks
 from .checkpoint import (
     LAST,
@@ -199,6 +200,7 @@ class Trainer:
         model.to(self.device)  # SI runs where the weights are: on the GPU when training there
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
+            calibration = config_calibration(config, self.data, model)  # None unless init/allocation read data
             with si_solver(config.si_solver):
                 factorize_model(
                     model,
@@ -211,6 +213,7 @@ class Trainer:
                     allocation=config.allocation,
                     budget=config.budget,
                     separable=config.separable,
+                    calibration=calibration,
                     **config.family_options,
                 )
         model.to(self.device)
