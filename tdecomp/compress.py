@@ -17,7 +17,7 @@ them) and whose ``epochs`` are the fine-tuning epochs. ``init=whitened`` and the
   ``reconstruction_error`` ‖W − Ŵ‖_F/‖W‖_F of the trained weight W by its factorization Ŵ, and
   ``output_error`` ‖(W − Ŵ)X‖_F/‖WX‖_F over the inputs X the layer sees in the dense model on the
   held-out calibration batches (the ``calibration_batches`` after those calibrated on, whatever the
-  init, so plain and whitened SI are measured alike).
+  init, so plain and whitened SI are measured alike; null if the training split has no batch left).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .init import DATA_INITS
 from .layers.base import FactorizedLayer
 from .layers.registry import available_families
+from .layers.spec import CONV_TYPES
 from .layers.whitening import LayerStats
 from .surgery import summarize
 from .train.calibration import calibration_batches, task_calibration
@@ -111,7 +112,11 @@ def compress(config: TrainConfig) -> dict[str, Any]:
     before = trainer.evaluate()
     dense = source_model(config, trainer.data.model_kwargs, trainer.device)
     dense_state = dense.state_dict()
-    held_out = task_calibration(dense, trainer.data.task, calibration_batches(trainer.data, config)[1], frozenset())
+    originals = dict(dense.named_modules())  # the dense layers the factorized ones replace
+    replaced = [name for name, _ in _factorized_layers(trainer.model)
+                if isinstance(originals.get(name), (torch.nn.Linear, *CONV_TYPES))]
+    batches = calibration_batches(trainer.data, config)[1]  # none if the calibration took every training batch
+    held_out = task_calibration(dense, trainer.data.task, batches, frozenset(), replaced) if batches else {}
     errors = reconstruction_errors(trainer.model, dense_state)
     outputs = output_errors(trainer.model, dense_state, held_out)
     layers = [
@@ -120,7 +125,7 @@ def compress(config: TrainConfig) -> dict[str, Any]:
          "output_error": outputs.get(r.name)}
         for r in summarize(trainer.model).layers
     ]
-    del dense, dense_state
+    del dense, dense_state, held_out
     summary = trainer.fit()
     if not summary:  # not the main process
         return summary

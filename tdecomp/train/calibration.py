@@ -5,6 +5,7 @@ reports per-layer output errors."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ from torch.utils.data import DataLoader
 from ..calibration import Calibration, calibrate, data_needs
 from ..config import TrainConfig
 from ..data import DataBundle
+from ..layers.spec import CONV_TYPES
+from ..surgery import SkipRule, eligible_layers
 from ..tasks import Task
 
 
@@ -30,15 +33,21 @@ def calibration_batches(data: DataBundle, config: TrainConfig) -> tuple[list[Any
     return batches[:k], batches[k:]
 
 
-def task_calibration(model: nn.Module, task: Task, batches: list[Any], needs: frozenset[str]) -> Calibration:
-    """:func:`tdecomp.calibrate` of ``model`` on ``batches``, run through ``task``'s training step (any
-    batch format), with the Fisher information of its loss if ``needs`` holds ``"fisher"``."""
+def task_calibration(model: nn.Module, task: Task, batches: list[Any], needs: frozenset[str],
+                     layers: Iterable[str] | None = None) -> Calibration:
+    """:func:`tdecomp.calibrate` of ``model``'s ``layers`` (default: every Linear/conv) on ``batches``, run
+    through ``task``'s training step (any batch format), with the Fisher information of its loss if
+    ``needs`` holds ``"fisher"``."""
     loss = (lambda m, batch: task.training_step(m, batch)[0]) if "fisher" in needs else None
-    return calibrate(model, batches, forward=task.training_step, loss_fn=loss)
+    return calibrate(model, batches, layers=layers, forward=task.training_step, loss_fn=loss)
 
 
-def config_calibration(config: TrainConfig, data: DataBundle, model: nn.Module) -> Calibration | None:
-    """The calibration of the dense ``model`` that ``config.init`` and ``config.allocation`` read, on its
-    calibration batches; None when they read no data."""
+def config_calibration(config: TrainConfig, data: DataBundle, model: nn.Module, skip: SkipRule) -> Calibration | None:
+    """The calibration that ``config.init`` and ``config.allocation`` read of the dense ``model``'s Linear and
+    conv layers that factorizing with ``skip`` replaces, on its calibration batches; None when they read
+    no data."""
     needs = data_needs(config.init, config.allocation)
-    return task_calibration(model, data.task, calibration_batches(data, config)[0], needs) if needs else None
+    if not needs:
+        return None
+    layers = [n for n, m in eligible_layers(model, skip, config.targets) if isinstance(m, (nn.Linear, *CONV_TYPES))]
+    return task_calibration(model, data.task, calibration_batches(data, config)[0], needs, layers)

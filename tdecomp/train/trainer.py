@@ -200,7 +200,7 @@ class Trainer:
         model.to(self.device)  # SI runs where the weights are: on the GPU when training there
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
-            calibration = config_calibration(config, self.data, model)  # None unless init/allocation read data
+            calibration = config_calibration(config, self.data, model, skip)  # None unless init/allocation read data
             with si_solver(config.si_solver):
                 factorize_model(
                     model,

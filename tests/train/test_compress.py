@@ -209,3 +209,43 @@ def test_compress_reports_output_errors_on_held_out_batches_by_brute_force(dense
                                                                                       ("whitened", summary["layers"]))}
     assert mean["whitened"] < mean["spectral"]
     assert all(r["reconstruction_error"] <= w["reconstruction_error"] + 1e-9 for r, w in zip(plain, summary["layers"]))
+
+
+def test_the_grid_names_runs_by_init_and_distillation_and_prints_output_errors(dense_run, tmp_path, capsys):
+    from tdecomp.experiments.compress_grid import jobs
+    from tdecomp.experiments.compress_grid import main as grid
+    from tdecomp.records import load_runs
+
+    source, _ = dense_run
+    names = [out.name for out, _ in jobs([str(source)], ["tt"], ["uniform", "fisher"], ["0.1"], tmp_path,
+                                         ("spectral", "whitened"), ("0", "4"))]
+    assert names == ["tt-uniform-0.1", "tt-uniform-0.1-distill4", "tt-fisher-0.1", "tt-fisher-0.1-distill4",
+                     "tt-uniform-0.1-whitened", "tt-uniform-0.1-whitened-distill4", "tt-fisher-0.1-whitened",
+                     "tt-fisher-0.1-whitened-distill4"]
+    root = tmp_path / "grid"
+    argv = [str(source), "--families", "lowrank", "--inits", "spectral,whitened", "--allocations", "uniform",
+            "--ranks", "0.3", "--root", str(root), "--layers", "finetune_epochs=1", "progress=false"]
+    assert grid(argv) == 0
+    printed = capsys.readouterr().out
+    outs = [root / source.name / "lowrank-uniform-0.3", root / source.name / "lowrank-uniform-0.3-whitened"]
+    for out in outs:
+        summary = json.loads((out / "summary.json").read_text())
+        mean = sum(r["output_error"] for r in summary["layers"]) / len(summary["layers"])
+        assert f"{source.name}/{out.name}" in printed and f"{mean:8.4f}" in printed
+        for row in summary["layers"]:
+            assert f"output error {row['output_error']:.4f}  weight error {row['reconstruction_error']:.4f}" in printed
+    runs = {r.config["init"]: r for r in load_runs([root])}
+    assert set(runs) == {"spectral", "whitened"} and runs["whitened"].method == "whitened+FD"
+    stamp = (outs[0] / "summary.json").stat().st_mtime_ns
+    assert grid(argv) == 0 and (outs[0] / "summary.json").stat().st_mtime_ns == stamp  # finished jobs are skipped
+
+
+def test_compress_without_held_out_batches_reports_no_output_error(dense_run, tmp_path):
+    source, _ = dense_run
+    out = tmp_path / "all"  # digits: 23 training batches of 64, all of them calibrate (and give the Fisher rule)
+    assert main(["compress", str(source), "family=cp", "rank=0.3", "init=whitened", "allocation=fisher",
+                 "calibration_batches=40", f"out={out}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["allocation"] == "fisher" and summary["factorized_layer_ratio"] == pytest.approx(0.3, rel=0.02)
+    layers = summary["layers"]
+    assert layers and all(row["output_error"] is None and row["reconstruction_error"] < 1 for row in layers)
