@@ -5,6 +5,7 @@ from typing import Any
 
 from . import models  # the model registry: tdecomp.models.create("resnet20", num_classes=10)
 from ._svd import si_solver
+from .calibration import calibrate, fisher_information
 from .layers import (
     CPLayer,
     DenseSpec,
@@ -46,10 +47,12 @@ __all__ = [
     "TTLayer",
     "TuckerLayer",
     "available_families",
+    "calibrate",
     "collapse_model",
     "eligible_layers",
     "factorize",
     "factorize_model",
+    "fisher_information",
     "fit",
     "frobenius_decay",
     "get_family",

@@ -19,12 +19,28 @@ layer's ranks at a threshold ``t`` common to all layers, non-decreasing in ``t``
   (Cuttlefish, Wang et al., MLSys 2023); for CP its tensor analog ‖W‖²_F/‖W_1‖²_F with W_1 the
   best rank-1 fit.
 
-A new rule is one function ``(cls, spec, weight, options) -> ranks_at`` decorated with
-:func:`register_allocation`.
+Two rules read calibration data (:func:`tdecomp.calibrate`) and share the budget by output error:
+
+- ``whitened-energy``: the ``energy`` rule on the whitened weight W' = W ×_S Lᵀ that whitened SI
+  decomposes (:mod:`tdecomp.layers.whitening`), whose energy ‖W'‖²_F is the mean squared output
+  ‖WX‖²/N: every layer keeps the same fraction t of its output energy, i.e. the same estimated
+  relative output error √(1 − t).
+- ``fisher``: Fisher-weighted SVD (Hsu et al., ICLR 2022) in absolute units. Output row o of W is
+  weighted by √I_o, I_o = Σ of the Fisher information (squared loss gradients,
+  :func:`tdecomp.fisher_information`) over that row's weights, so ‖W_F − Ŵ_F‖²_F estimates the loss
+  increase of the truncation; the family's gains on W_F, unnormalized, decide: r_k is the smallest
+  rank whose discarded Fisher energy (1 − E_k(r))·‖W_F‖²_F is at most ε(t) = exp(1/t − 1/(1 − t)),
+  one threshold for all layers (ε falls from ∞ at t = 0 to 0 at t = 1, over every scale). A layer
+  whose Fisher information is 0 discards nothing at rank 1, so it gets the minimum ranks.
+
+A new rule is one function ``(cls, spec, weight, options, stats) -> ranks_at`` decorated with
+:func:`register_allocation`; ``stats`` is the layer's :class:`~tdecomp.layers.whitening.LayerStats`
+(None without calibration), and a rule that reads it declares the fields with ``needs``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -35,13 +51,24 @@ from ._registry import Registry
 from .layers.base import FactorizedLayer
 from .layers.energy import EnergyCurve
 from .layers.spec import DenseSpec
+from .layers.whitening import LayerStats, whiten
 
 RanksAt = Callable[[float], tuple[int, ...]]
-AllocationRule = Callable[[type[FactorizedLayer], DenseSpec, Tensor, dict[str, Any]], RanksAt]
+AllocationRule = Callable[[type[FactorizedLayer], DenseSpec, Tensor, dict[str, Any], LayerStats | None], RanksAt]
 
 ALLOCATIONS: Registry[AllocationRule] = Registry("allocation")
-register_allocation = ALLOCATIONS.register
 DEFAULT_ALLOCATION = "uniform"
+
+
+def register_allocation(name: str, needs: tuple[str, ...] = ()) -> Callable[[AllocationRule], AllocationRule]:
+    """Decorator registering a rule as ``name``; ``needs``: the :class:`LayerStats` fields it reads
+    (``"gram"``: calibrated inputs, ``"fisher"``: Fisher information), kept as ``rule.needs``."""
+
+    def decorator(rule: AllocationRule) -> AllocationRule:
+        rule.needs = needs
+        return ALLOCATIONS.register(name)(rule)
+
+    return decorator
 
 
 def available_allocations() -> tuple[str, ...]:
@@ -73,21 +100,56 @@ def _ranks_from_energy(
 
 # ------------------------------------------------------------------------------ the rules
 @register_allocation("uniform")
-def uniform(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any]) -> RanksAt:
+def uniform(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any],
+            stats: LayerStats | None = None) -> RanksAt:
     """The family's common rank scale: every layer at the same fraction of its mode sizes."""
     return partial(cls._ranks_at_scale, spec, **options)
 
 
 @register_allocation("energy")
-def energy(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any]) -> RanksAt:
+def energy(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any],
+           stats: LayerStats | None = None) -> RanksAt:
     """r_k = min{r : Σ_{j≤r} g_j ≥ t·‖W‖²_F}: every layer keeps the same fraction t of its energy."""
     return _ranks_from_energy(cls, spec, weight, options, lambda e, t: e.smallest_rank(t))
 
 
 @register_allocation("stable-rank")
-def stable_rank(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any]) -> RanksAt:
+def stable_rank(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any],
+                stats: LayerStats | None = None) -> RanksAt:
     """r_k = round(t·‖W‖²_F/g_1): ranks proportional to the trained weight's stable ranks."""
     return _ranks_from_energy(cls, spec, weight, options, lambda e, t: round(t / max(e.first(), 1e-300)))
+
+
+@register_allocation("whitened-energy", needs=("gram",))
+def whitened_energy(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any],
+                    stats: LayerStats | None = None) -> RanksAt:
+    """The ``energy`` rule on W ×_S Lᵀ, the weight whitened on the family's input space as whitened SI
+    does: every layer keeps the same fraction of its output energy."""
+    axes = cls.input_axes(spec)
+    return energy(cls, spec, whiten(weight, axes, stats.whitening(axes)), options)
+
+
+@register_allocation("fisher", needs=("fisher",))
+def fisher(cls: type[FactorizedLayer], spec: DenseSpec, weight: Tensor, options: dict[str, Any],
+           stats: LayerStats | None = None) -> RanksAt:
+    """r_k = min{r : (1 − E_k(r))·‖W_F‖²_F ≤ ε(t)} on the Fisher-weighted W_F (rows scaled by √I_o), a
+    threshold in absolute units common to all layers; minimum ranks where I = 0 (module docstring)."""
+    rows = stats.fisher.reshape(spec.out_channels, -1).sum(1).sqrt()
+    weighted = weight.to(rows) * rows.reshape(-1, *(1,) * (weight.ndim - 1))
+    total = float(weighted.square().sum())
+    if total == 0:  # nothing to lose: the smallest ranks at every t
+        return _ranks_from_energy(cls, spec, weight, options, lambda e, t: 1)
+    return _ranks_from_energy(cls, spec, weighted, options, lambda e, t: e.smallest_rank(1 - loss_threshold(t) / total))
+
+
+def loss_threshold(t: float) -> float:
+    """ε(t) = exp(1/t − 1/(1 − t)): ∞ at t ≤ 0, 1 at t = ½, 0 at t ≥ 1, decreasing (the ``fisher`` rule's
+    common threshold, on a log scale so that t resolves every magnitude of Fisher energy)."""
+    if t <= 0:
+        return math.inf
+    if t >= 1:
+        return 0.0
+    return math.exp(min(1 / t - 1 / (1 - t), 700.0))
 
 
 __all__ = ["ALLOCATIONS", "available_allocations", "get_allocation", "register_allocation"]

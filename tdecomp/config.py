@@ -20,7 +20,7 @@ import yaml
 from . import dotted
 from ._svd import SI_SOLVERS
 from ._validation import check_choice
-from .init import LAYER_INIT_METHODS
+from .init import FACTORIZED_INIT_METHODS
 from .layers.options import check_options, without_defaults
 from .layers.registry import available_families, get_family
 from .layers.separable import separable_families
@@ -28,7 +28,7 @@ from .surgery import BUDGETS
 
 FAMILY_CHOICES_EXTRA = ("dense",)
 CHOICES: dict[str, tuple[str, ...]] = {
-    "init": LAYER_INIT_METHODS,
+    "init": FACTORIZED_INIT_METHODS,
     "si_solver": SI_SOLVERS,
     "budget": BUDGETS,
     "reg": ("fd", "wd", "crs", "none"),
@@ -56,7 +56,9 @@ def registry_choices() -> dict[str, tuple[str, ...]]:
 # keys that build the registry's data and model (``Trainer(config)``); a run on given objects
 # (``Trainer.from_objects``, ``tdecomp.fit``) leaves them at their defaults, ``model`` and ``data`` null
 OBJECT_KEYS = ("model", "model_kwargs", "data", "data_kwargs", "data_dir", "download", "subset", "val_fraction",
-               "split_seed", "batch_size", "max_tokens", "eval_batch_size", "workers")
+               "split_seed", "batch_size", "max_tokens", "eval_batch_size", "workers",
+               # calibration batches come from the data; the distillation teacher is the named model
+               "calibration_batches", "distill", "distill_weight")
 
 # top-level keys that config.yaml files held before ``family_options`` (see migrate_family_options)
 LEGACY_OPTION_KEYS = ("overcomplete", "rank_rule")
@@ -86,7 +88,8 @@ class TrainConfig:
     # factorization
     family: str = "dense"  # dense | a registered family (tdecomp.available_families())
     rank: float | int | list[int] = 0.25  # float: parameter ratio; int/list: explicit ranks
-    init: str = "spectral"  # spectral | random | the per-factor draws a family defines (kaiming-factors, …)
+    init: str = "spectral"  # spectral | whitened (SI by output error, reads calibration data) | random
+    #   | the per-factor draws a family defines (kaiming-factors, …)
     si_solver: str = "auto"  # SVDs of spectral init: auto (randomized for large matrices) | exact | randomized
     rank_scale: float | None = None  # set: every layer at this rank scale (rank is then unused)
     # the family's options (its FamilyOption schema; `tdecomp train --help` lists them), e.g.
@@ -99,7 +102,11 @@ class TrainConfig:
     skip: str | list[str] = "default"  # layers kept dense ("default": first conv + classifier)
     targets: list[str] = field(default_factory=lambda: ["linear", "conv"])  # + "attention"
     allocation: str = "uniform"  # how a float rank's budget is shared: uniform | energy | stable-rank
+    #   | whitened-energy | fisher (these two read calibration data)
     init_from: str = ""  # run folder or checkpoint whose model weights are loaded before factorizing
+    calibration_batches: int = 8  # training batches whitened init and the data-aware allocations calibrate on
+    distill: float = 0.0  # > 0: distil from init_from's dense model at this temperature T (0: off)
+    distill_weight: float = 0.5  # α: loss = (1 − α)·task loss + α·T²·KL(teacher ‖ student)
     # optimization (paper: SGD 0.9, lr 0.1, batch 128, ×0.1 at 50% and 75%, wd 1e-4)
     optimizer: str = "sgd"  # sgd | nag (SGD with Nesterov momentum, as fairseq's nag) | adamw
     lr: float = 0.1
@@ -177,6 +184,17 @@ class TrainConfig:
             raise ValueError(f"norm_match must be a path to a dynamics.jsonl (or empty), got {self.norm_match!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int ≥ 0 (0: use warmup_epochs), got {self.warmup_steps!r}")
+        calibration = self.calibration_batches
+        if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 1:
+            raise ValueError(f"calibration_batches must be an int ≥ 1, got {calibration!r}")
+        if isinstance(self.distill, bool) or not isinstance(self.distill, (int, float)) or self.distill < 0:
+            raise ValueError(f"distill must be a temperature > 0, or 0 for no distillation, got {self.distill!r}")
+        if self.distill and not self.init_from:
+            raise ValueError(f"distill={self.distill} distils from the dense model of init_from, which is empty; "
+                             "pass init_from=RUN (tdecomp compress sets it to its SOURCE)")
+        weight = self.distill_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise ValueError(f"distill_weight must be a number in [0, 1], got {weight!r}")
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 0:
             raise ValueError(f"max_steps must be an int ≥ 0 (0: train for epochs), got {self.max_steps!r}")
         fraction = self.val_fraction

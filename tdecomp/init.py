@@ -1,6 +1,6 @@
 """Initialization shared by all factorized families.
 
-Two methods (:data:`INIT_METHODS`):
+Two methods that read only the weight (:data:`INIT_METHODS`):
 
 - ``"spectral"`` (SI, Khodak et al. 2021): decompose the dense weight W₀ the layer replaces —
   a freshly built module's default init, or a trained weight for compression. Each family
@@ -9,6 +9,10 @@ Two methods (:data:`INIT_METHODS`):
   the balanced SVD factors U = U_r Σ^{1/2}, V = V_r Σ^{1/2}.
 - ``"random"``: i.i.d. Gaussian factors whose product has the dense weight's variance
   (:func:`balanced_std`).
+
+One that also reads the layer's inputs (:data:`DATA_INITS`): ``"whitened"``, SI of the weight
+whitened by the second moment of the inputs a calibration saw (:mod:`tdecomp.layers.whitening`),
+so the truncation minimizes the output error ‖(W − Ŵ)X‖ (Linear and conv layers, every family).
 
 Per-factor draws (:data:`FACTOR_INITS`): the official code's unbalanced draws, the "low-rank"
 baseline of Khodak et al.'s tables, which the low-rank family takes; ``"kaiming-factors"``
@@ -29,6 +33,10 @@ INIT_METHODS = ("spectral", "random")
 # Embedding N(0, 0.1); Transformer-PyTorch/singleprocess_train.py:57,61)
 FACTOR_INITS = ("kaiming-factors", "fanout-factors", "fairseq-factors")
 LAYER_INIT_METHODS = INIT_METHODS + FACTOR_INITS
+# inits that read calibration statistics of the layer's inputs (tdecomp.calibrate)
+DATA_INITS = ("whitened",)
+# every init a factorized Linear/conv layer (a run config's ``init``) takes
+FACTORIZED_INIT_METHODS = INIT_METHODS + DATA_INITS + FACTOR_INITS
 
 
 def balanced_std(target_std: float, n_terms: int, n_factors: int) -> float:

@@ -1,7 +1,7 @@
 """Method labels: how a factorized run was initialized and regularized, as tables and sweeps name it.
 
 A label is ``INIT+REG`` (decision D of the project): the init label (``spectral`` → ``SI``, an official
-per-factor draw ``X-factors`` → ``X``, e.g. ``kaiming``; ``random`` stays) and the regularizer in
+per-factor draw ``X-factors`` → ``X``, e.g. ``kaiming``; ``random`` and ``whitened`` stay) and the regularizer in
 capitals (``FD``, ``WD``, ``CRS``; ``none``), with the suffix ``-norebal`` for Frobenius decay with
 rebalancing switched off (``rebalance: false``). Dense runs are ``dense``. :data:`METHODS` maps every
 label to the config values that produce it (the sweep's ``method`` pseudo-axis), derived from the init
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import CHOICES, default_values
-from .init import LAYER_INIT_METHODS
+from .init import DATA_INITS, FACTORIZED_INIT_METHODS
 from .reg_policy import RegPolicy
 
 DENSE = "dense"
@@ -46,8 +46,8 @@ def _settings(init: str, reg: str, rebalance: bool | None) -> dict[str, Any]:
 
 
 # the order of a table's methods: dense, then per regularizer (WD, CRS and none before FD, FD before its
-# -norebal ablation) the baseline inits before SI, as the paper's columns
-_INIT_ORDER = sorted(LAYER_INIT_METHODS, key=lambda init: init == "spectral")
+# -norebal ablation) the baseline inits before SI, as the paper's columns, and the data-aware SI after it
+_INIT_ORDER = sorted(FACTORIZED_INIT_METHODS, key=lambda init: (init in DATA_INITS, init == "spectral"))
 _REG_ORDER = sorted(CHOICES["reg"], key=lambda reg: reg == "fd")
 METHODS: dict[str, dict[str, Any]] = {DENSE: {"family": DENSE}} | {
     method_label({"family": "factorized", **settings}): settings

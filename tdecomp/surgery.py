@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from ._budget import allocate
 from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
+from .calibration import data_needs
+from .init import DATA_INITS
 from .layers.attention import AttentionSpec, FactorizedMultiheadAttention, get_heads
 from .layers.base import FactorizedLayer
 from .layers.embedding import FactorizedEmbedding
@@ -29,6 +31,7 @@ from .layers.registry import get_family
 from .layers.separable import SeparableLayer, separable_families
 from .layers.spec import CONV_TYPES, DenseSpec
 from .layers.walk import named_outermost
+from .layers.whitening import LayerStats
 
 log = logging.getLogger("tdecomp")
 
@@ -44,7 +47,8 @@ Replaceable = FactorizedLayer | FactorizedMultiheadAttention | SeparableLayer
 
 
 def factorize(
-    module: nn.Module, family: str, rank: Rank, init: str = "spectral", separable: bool = False, **options: Any
+    module: nn.Module, family: str, rank: Rank, init: str = "spectral", separable: bool = False,
+    calibration: LayerStats | None = None, **options: Any
 ) -> Replaceable:
     """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv{1,2,3}d``/``nn.MultiheadAttention``.
 
@@ -57,8 +61,13 @@ def factorize(
             in the family's terms (see the family's class docstring, or
             :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`).
         init: ``"spectral"`` decomposes ``module.weight`` (for a fresh module, its default init —
-            spectral initialization; for a trained one, compression); ``"random"`` draws
-            balanced factors whose product has the variance of ``module.weight``.
+            spectral initialization; for a trained one, compression); ``"whitened"`` decomposes it
+            whitened by the second moment of its inputs (``calibration``), so the truncation
+            minimizes the output error ‖(W − Ŵ)X‖ (:mod:`tdecomp.layers.whitening`; Linear and conv
+            layers); ``"random"`` draws balanced factors whose product has the variance of
+            ``module.weight``.
+        calibration: this layer's :class:`~tdecomp.layers.whitening.LayerStats`
+            (``tdecomp.calibrate(model, batches)[name]``), read by ``init="whitened"``.
         **options: ``implementation`` (``"auto"``, the default, / ``"factorized"`` /
             ``"reconstructed"``) and family options
             (e.g. Tucker's ``fixed_spatial``); attention takes none.
@@ -66,6 +75,9 @@ def factorize(
             k×k conv and a ``family`` (``"tt"``/``"tucker"``) 1×1 conv
             (:class:`~tdecomp.layers.separable.SeparableLayer`); no options.
     """
+    if init in DATA_INITS and (separable or isinstance(module, (nn.MultiheadAttention, nn.Embedding))):
+        raise ValueError(f"init={init!r} applies to Linear and conv layers; factorize "
+                         f"{'separable blocks' if separable else type(module).__name__} with init='spectral'")
     if separable:
         _check_separable(family, options)
         return SeparableLayer.from_dense(module, family, rank, init)
@@ -75,7 +87,7 @@ def factorize(
     if isinstance(module, nn.Embedding):
         _check_embedding_family(family)
         return FactorizedEmbedding.from_dense(module, rank, init=init, **options)
-    return get_family(family).from_dense(module, rank, init=init, **options)
+    return get_family(family).from_dense(module, rank, init=init, calibration=calibration, **options)
 
 
 def _check_attention_options(options: dict[str, Any]) -> None:
@@ -159,10 +171,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _budget_terms(
-    module: nn.Module, family: str, allocation: str, options: dict[str, Any]
+    module: nn.Module, family: str, allocation: str, options: dict[str, Any], stats: LayerStats | None = None
 ) -> tuple[Callable[[float], tuple[int, ...]], Callable[[tuple[int, ...]], int], int]:
-    """For one layer: ranks at the ``allocation`` rule's common threshold, parameters (incl. biases)
-    at given ranks, dense parameters."""
+    """For one layer: ranks at the ``allocation`` rule's common threshold (the rule may read the layer's
+    calibration ``stats``), parameters (incl. biases) at given ranks, dense parameters."""
     if isinstance(module, nn.MultiheadAttention):
         if allocation != DEFAULT_ALLOCATION:
             raise ValueError(f"allocation={allocation!r} does not apply to attention layers; use "
@@ -176,7 +188,7 @@ def _budget_terms(
     else:
         spec = DenseSpec.from_module(module)
     cls = get_family(family)
-    return (get_allocation(allocation)(cls, spec, module.weight.detach(), options),
+    return (get_allocation(allocation)(cls, spec, module.weight.detach(), options, stats),
             lambda r: cls.count_params(spec, r, **options) + spec.num_params - spec.weight_numel, spec.num_params)
 
 
@@ -200,6 +212,7 @@ def factorize_model(
     allocation: str = DEFAULT_ALLOCATION,
     budget: str = "layers",
     separable: bool = False,
+    calibration: Mapping[str, LayerStats] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
@@ -221,7 +234,14 @@ def factorize_model(
     dense count at their size, as the official code's bisection does); a :class:`RankScale`
     rank is applied to every layer as is. ``separable=True`` replaces only the convs with a
     kernel > 1, each by the official Table-2 block (see :func:`factorize`); 1×1 convs and Linear
-    layers stay dense, as in the official WRN (blocks.py:309-324). See :func:`factorize` for the rest.
+    layers stay dense, as in the official WRN (blocks.py:309-324).
+
+    Data-aware compression: ``calibration`` maps layer names to their input statistics
+    (:func:`tdecomp.calibrate` of this ``model`` on a few batches; with ``loss_fn`` also their Fisher
+    information), read by ``init="whitened"`` (SI minimizing each layer's output error) and by the
+    allocation rules ``"whitened-energy"`` (every layer keeps the same fraction of its output energy)
+    and ``"fisher"`` (ranks where the loss is sensitive, Fisher-weighted SVD). See :func:`factorize`
+    for the rest.
     """
     check_choice("budget", budget, BUDGETS)
     get_family(family).check_options(options)
@@ -239,13 +259,14 @@ def factorize_model(
     if any(isinstance(m, nn.MultiheadAttention) for _, m in layers):
         get_heads(family)  # fail before any layer is replaced
         _check_attention_options(options)
+    stats = _layer_stats(layers, calibration, init, allocation if isinstance(rank, float) else DEFAULT_ALLOCATION)
     ranks: list[Rank]
     model_params = _num_params(model)
     is_ratio = isinstance(rank, float) and not isinstance(rank, RankScale)
     if is_ratio:
         get_family(family).check_ratio(rank)
-        terms = [_separable_budget_terms(m, family) if separable else _budget_terms(m, family, allocation, options)
-                 for _, m in layers]
+        terms = [_separable_budget_terms(m, family) if separable else _budget_terms(m, family, allocation, options, st)
+                 for (_, m), st in zip(layers, stats)]
         layer_dense = sum(dense for _, _, dense in terms)
         target = rank * layer_dense if budget == "layers" else rank * model_params - (model_params - layer_dense)
         ranks = allocate([ranks_at for ranks_at, _, _ in terms], lambda i, r: terms[i][1](r), target)
@@ -254,10 +275,11 @@ def factorize_model(
             raise ValueError(f"allocation={allocation!r} shares a parameter budget: pass rank as a float "
                              f"ratio (e.g. 0.25), not {rank!r}")
         ranks = [rank] * len(layers)
-    for (name, module), layer_rank in tqdm(
-        list(zip(layers, ranks)), desc=f"factorize ({family})", disable=not progress, leave=False
+    for (name, module), layer_rank, layer_stats in tqdm(
+        list(zip(layers, ranks, stats)), desc=f"factorize ({family})", disable=not progress, leave=False
     ):
-        _replace(model, name, factorize(module, family, layer_rank, init=init, separable=separable, **options))
+        _replace(model, name, factorize(module, family, layer_rank, init=init, separable=separable,
+                                        calibration=layer_stats, **options))
     report = summarize(model)
     log.info("tdecomp: %s", report.headline())
     reached = report.ratio if budget == "layers" else _num_params(model) / model_params
@@ -268,6 +290,23 @@ def factorize_model(
             stacklevel=2,
         )
     return model
+
+
+def _layer_stats(
+    layers: list[tuple[str, nn.Module]], calibration: Mapping[str, LayerStats] | None, init: str, allocation: str
+) -> list[LayerStats | None]:
+    """Each layer's calibration statistics; ``ValueError`` before any layer is replaced if ``init`` or
+    ``allocation`` reads some that ``calibration`` lacks."""
+    needs = sorted(data_needs(init, allocation))
+    stats = [None if calibration is None else calibration.get(name) for name, _ in layers]
+    for (name, _), layer_stats in zip(layers, stats):
+        lacking = [need for need in needs if layer_stats is None or getattr(layer_stats, need) is None]
+        if lacking:
+            call = "tdecomp.calibrate(model, batches" + (", loss_fn=…)" if "fisher" in lacking else ")")
+            raise ValueError(f"init={init!r} with allocation={allocation!r} reads calibration data "
+                             f"({', '.join(lacking)}) that layer {name!r} lacks; pass calibration={call} "
+                             "of the dense model")
+    return stats
 
 
 def _num_params(model: nn.Module) -> int:

@@ -154,6 +154,10 @@ class TensorRingLayer(FactorizedLayer):
         last.copy_(rest.reshape(last.shape))
         balance_norms(self.factors())
 
+    def input_factor(self) -> tuple[Tensor, int]:
+        """The first core (a, c_in, r₁): whitened SI whitens the c_in mode."""
+        return self.cores[0], 1
+
     def _random_init_terms(self) -> int:
         return math.prod(core.shape[2] for core in self.cores)
 

@@ -108,7 +108,9 @@ def test_stable_rank_allocation_is_proportional_to_stable_rank():
 def test_every_rule_meets_the_budget(family, rule):
     torch.manual_seed(0)
     model = TinyResNet(width=8)
-    tdecomp.factorize_model(model, family, 0.4, progress=False, allocation=rule)
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))) for _ in range(2)]  # what the data rules read
+    calibration = tdecomp.calibrate(model, batches, loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]))
+    tdecomp.factorize_model(model, family, 0.4, progress=False, allocation=rule, calibration=calibration)
     assert tdecomp.summarize(model).ratio == pytest.approx(0.4, rel=0.02)
 
 

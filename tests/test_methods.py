@@ -8,7 +8,7 @@ import yaml
 
 from tdecomp.config import CHOICES
 from tdecomp.experiments.sweep import expand, load_sweep
-from tdecomp.init import LAYER_INIT_METHODS
+from tdecomp.init import FACTORIZED_INIT_METHODS
 from tdecomp.methods import METHOD_ORDER, METHODS, method_label
 
 
@@ -25,6 +25,7 @@ from tdecomp.methods import METHOD_ORDER, METHODS, method_label
     ({"family": "tt", "init": "spectral", "reg": "fd", "rebalance": None}, "SI+FD"),
     ({"family": "tt", "init": "spectral", "reg": "wd", "rebalance": False}, "SI+WD"),  # only FD rebalances by default
     ({"family": "tt"}, "SI+FD"),  # TrainConfig's defaults: spectral, fd
+    ({"family": "tucker", "init": "whitened", "reg": "fd"}, "whitened+FD"),
 ])
 def test_method_label(config, label):
     assert method_label(config) == label
@@ -33,8 +34,8 @@ def test_method_label(config, label):
 def test_every_init_and_reg_has_a_label_and_fd_a_norebal_twin():
     factorized = {label: s for label, s in METHODS.items() if label != "dense"}
     assert {(s["init"], s["reg"]) for s in factorized.values()} == {
-        (i, r) for i in LAYER_INIT_METHODS for r in CHOICES["reg"]}
-    assert len(factorized) == len(LAYER_INIT_METHODS) * (len(CHOICES["reg"]) + 1)  # + FD without rebalancing
+        (i, r) for i in FACTORIZED_INIT_METHODS for r in CHOICES["reg"]}
+    assert len(factorized) == len(FACTORIZED_INIT_METHODS) * (len(CHOICES["reg"]) + 1)  # + FD without rebalancing
     for label, settings in factorized.items():
         assert method_label({"family": "cp", **settings}) == label
 
@@ -47,6 +48,7 @@ def test_table_order_dense_then_baseline_inits_before_si_and_wd_before_fd():
             assert position(f"{init}+{reg}") < position(f"SI+{reg}")
         assert position(f"{init}+WD") < position(f"{init}+FD") < position(f"{init}+FD-norebal")
     assert position("SI+WD") < position("random+FD")  # the paper's columns: random+WD, SI+WD, random+FD, SI+FD
+    assert position("SI+FD") < position("whitened+FD")  # the data-aware SI after it
 
 
 def test_the_sweep_accepts_every_label_and_labels_its_jobs_alike(tmp_path):

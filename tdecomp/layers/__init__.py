@@ -1,7 +1,8 @@
 """Factorized layers: one base class (:mod:`.base`), one file per family, one registry (:mod:`.registry`).
 
 The base class's helpers live by job: rank parsing (:mod:`.ranks`), the cost model (:mod:`.cost`),
-module walks and functional calls (:mod:`.walk`), the dense geometry (:mod:`.spec`).
+module walks and functional calls (:mod:`.walk`), the dense geometry (:mod:`.spec`), data-aware
+(whitened) SI and the calibration statistics it reads (:mod:`.whitening`).
 """
 
 from .attention import ATTENTION_FAMILIES, AttentionSpec, FactorizedMultiheadAttention
@@ -15,6 +16,7 @@ from .registry import available_families, get_family, register_family
 from .spec import DenseSpec
 from .tt import TTLayer
 from .tucker import TuckerLayer
+from .whitening import LayerStats
 
 __all__ = [
     "RankScale",
@@ -26,6 +28,7 @@ __all__ = [
     "Factorized",
     "FactorizedLayer",
     "FactorizedMultiheadAttention",
+    "LayerStats",
     "LowRankLayer",
     "TTLayer",
     "TuckerLayer",

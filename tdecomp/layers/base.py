@@ -6,7 +6,8 @@ A family is one subclass of :class:`FactorizedLayer` in one file, registered wit
 (``_forward_factorized``), Frobenius/inner/balancing, how ranks map to parameters
 (``_ranks_at_scale``, ``count_params``, ``max_ranks``), and optionally its ``options`` schema,
 cost model, ``energy_curves``, ``factor_inits``, ``separable`` carrier, attention heads
-(:func:`~tdecomp.layers.attention.register_heads`) and ``tltorch`` counterpart. Everything else
+(:func:`~tdecomp.layers.attention.register_heads`), ``tltorch`` counterpart and, for data-aware SI,
+its ``input_factor`` and ``input_axes`` (:mod:`.whitening`). Everything else
 lives once in the mixins and helpers by job: :mod:`.dense` (dense-module attributes),
 :mod:`.execution` (forward, implementation choice), :mod:`.diagnostics` (defaults the dynamics
 tracker reads), :mod:`.ranks`, :mod:`.cost`, :mod:`.options`.
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice
-from ..init import FACTOR_INITS, LAYER_INIT_METHODS, balanced_std, equalizing_scales
+from ..init import FACTOR_INITS, FACTORIZED_INIT_METHODS, balanced_std, equalizing_scales
 from . import ranks
 from .cost import Cost, Grid
 from .dense import DenseCompatible
@@ -35,6 +36,7 @@ from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
 from .registry import FAMILIES
 from .spec import DenseSpec
+from .whitening import LayerStats, init_whitened
 
 if TYPE_CHECKING:
     from .._tltorch import TltorchFormat
@@ -204,6 +206,26 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         raise ValueError(f"rank allocation by the trained weight needs family {cls.family!r} to define "
                          "energy_curves; use allocation='uniform' for it")
 
+    # ------------------------------------------------------------------ data-aware SI (optional)
+    @classmethod
+    def input_axes(cls, spec: DenseSpec) -> tuple[int, ...]:
+        """The axes of ``spec.weight_shape`` that :meth:`input_factor` indexes, in its order (1: c_in,
+        2 + a: kernel axis a): the input space whitened SI whitens (:mod:`.whitening`). Default: c_in."""
+        return (1,)
+
+    def input_factor(self) -> tuple[Tensor, int]:
+        """The one factor indexed by the input space of :meth:`input_axes`, and its dimension that does.
+        Whitened SI maps it back by L⁻ᵀ; a family without it has no whitened SI."""
+        raise ValueError(f"init='whitened' needs family {self.family!r} to declare its input_factor; "
+                         "use init='spectral' for it")
+
+    @torch.no_grad()
+    def balance_factors(self) -> None:
+        """Rescale the factors, W unchanged, to the balance the family's SI leaves them in: equal
+        :meth:`_balanced_norms` (equal factor norms; CP: per component). Whitened SI ends with it."""
+        for factor, scale in zip(self.factors(), equalizing_scales(self._balanced_norms())):
+            factor.mul_(scale)
+
     # ------------------------------------------------------------------ construction
     resolve_rank = classmethod(ranks.resolve_rank)
     _clamp = classmethod(ranks.clamp)
@@ -228,10 +250,15 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         rank: Rank,
         init: str = "spectral",
         implementation: str = "auto",
+        calibration: LayerStats | None = None,
         **options: Any,
     ) -> FactorizedLayer:
-        """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`."""
-        check_choice("init", init, LAYER_INIT_METHODS)
+        """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`.
+        ``calibration``: the module's input statistics, which ``init="whitened"`` needs."""
+        check_choice("init", init, FACTORIZED_INIT_METHODS)
+        if init == "whitened" and calibration is None:
+            raise ValueError("init='whitened' needs the layer's input statistics: calibration=stats[name] "
+                             "from tdecomp.calibrate(model, batches)")
         if init in FACTOR_INITS:
             cls._check_factor_init(init)
         cls.check_options(options)
@@ -248,6 +275,8 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         )
         if init == "spectral":
             layer.init_spectral(weight)
+        elif init == "whitened":
+            init_whitened(layer, weight, calibration)
         elif init in FACTOR_INITS:
             layer.init_factors(init)
         else:

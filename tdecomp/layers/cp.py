@@ -160,6 +160,10 @@ class CPLayer(FactorizedLayer):
         for p, f in zip(self.decomposition.factors, cp_als(tensor, self.rank[0])):
             p.copy_(f)
 
+    def input_factor(self) -> tuple[Tensor, int]:
+        """A_in (c_in, R): whitened SI whitens the c_in mode."""
+        return self.decomposition.factors[1], 0
+
     def _random_init_terms(self) -> int:
         return self.rank[0]
 

@@ -213,6 +213,21 @@ class LowRankLayer(FactorizedLayer):
         self.M.copy_(a.T @ (cube[:, None] * b))
         self.V.copy_((qh.T * cube) @ b)
 
+    @classmethod
+    def input_axes(cls, spec: DenseSpec) -> tuple[int, ...]:
+        """c_in and the column kernel modes of the matricization, the rows of V: whitened SI is then the
+        exact output-error optimum for Linear, 1×1 and 1-D kernels (all their modes are columns)."""
+        return (1, *(2 + a for a in spec.factor_axes[spec.n_row_modes:]))
+
+    def input_factor(self) -> tuple[Tensor, int]:
+        return self.V, 0
+
+    @torch.no_grad()
+    def balance_factors(self) -> None:
+        """The balanced SI factors (UᵀU = VᵀV; the balanced U M Vᵀ) of the current W: W has rank ≤ r, so
+        :meth:`init_spectral` of it is exact."""
+        self.init_spectral(self.reconstruct())
+
     def _random_init_terms(self) -> int:
         (r,) = self.rank
         return r if self.M is None else r * r

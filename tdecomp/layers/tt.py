@@ -193,6 +193,10 @@ class TTLayer(FactorizedLayer):
             p.copy_(t)
         balance_norms(self.factors())
 
+    def input_factor(self) -> tuple[Tensor, int]:
+        """The first core (1, c_in, r₁): whitened SI whitens the c_in mode."""
+        return self.decomposition.factors[0], 1
+
     def _random_init_terms(self) -> int:
         return math.prod(self.rank)
 

@@ -194,6 +194,10 @@ class TuckerLayer(FactorizedLayer):
             p.copy_(t)
         balance_norms(self.factors())
 
+    def input_factor(self) -> tuple[Tensor, int]:
+        """U_in (c_in, r_in): whitened SI whitens the c_in mode."""
+        return self.decomposition.factors[1], 0
+
     def _random_init_terms(self) -> int:
         return math.prod(self.rank)
 

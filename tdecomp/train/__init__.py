@@ -2,7 +2,9 @@
 
 from ..tasks import ClassificationTask, Task
 from .callbacks import Callback, StepInfo, TrainingState
+from .distill import DistillationTask
 from .trainer import Trainer, TrainingDiverged, fit, train
 
-__all__ = ["Callback", "ClassificationTask", "StepInfo", "Task", "Trainer", "TrainingDiverged", "TrainingState", "fit",
+__all__ = ["Callback", "ClassificationTask", "DistillationTask", "StepInfo", "Task", "Trainer", "TrainingDiverged",
+           "TrainingState", "fit",
            "train"]

@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 from .. import data as datasets
 from .. import models
 from .._svd import si_solver
+from ..calibration import data_needs
 from ..config import TrainConfig
 from ..data.token_batches import TokenBatchSampler
 from ..flops import flop_summary
@@ -73,6 +74,7 @@ from ..regularize import rebalance
 from ..run_files import CONFIG, METRICS, SUMMARY
 from ..surgery import factorize_model, summarize
 from ..tasks import ClassificationTask, Task
+from .calibration import config_calibration
 from .callbacks import Callback, StepInfo, TrainingState
 from .checkpoint import (
     LAST,
@@ -84,6 +86,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config_callbacks import config_callbacks
+from .distill import distillation_task
 from .distributed import barrier, init_distributed
 from .objects import dense_parameter_count, epoch_sampler, objects_config
 from .provenance import code_version, provenance
@@ -152,7 +155,8 @@ class Trainer:
         self.data = self._build_data()
         model = models.create(config.model, **{**self.data.model_kwargs, **config.model_kwargs})  # config wins
         train_loader, val_loader, test_loader = self._build_loaders()
-        self._assemble(model, train_loader, val_loader, test_loader, self.data.task, callbacks)
+        task = distillation_task(self.data.task, config, self.data.model_kwargs, self.device)
+        self._assemble(model, train_loader, val_loader, test_loader, task, callbacks)
 
     @classmethod
     def from_objects(
@@ -288,6 +292,12 @@ class Trainer:
         model.to(self.device)  # SI runs where the weights are: on the GPU when training there
         if config.family != "dense":
             skip = config.skip if isinstance(config.skip, str) else set(config.skip)
+            if self.data is None and data_needs(config.init, config.allocation):
+                raise ValueError(f"init={config.init!r}, allocation={config.allocation!r} read calibration batches, "
+                                 "which a run on your own objects does not draw: factorize first with "
+                                 "tdecomp.calibrate and tdecomp.factorize_model(…, calibration=…), then fit "
+                                 "with family='dense'")
+            calibration = config_calibration(config, self.data, model, skip)  # None unless init/allocation read data
             with si_solver(config.si_solver):
                 factorize_model(
                     model,
@@ -300,6 +310,7 @@ class Trainer:
                     allocation=config.allocation,
                     budget=config.budget,
                     separable=config.separable,
+                    calibration=calibration,
                     **config.family_options,
                 )
         model.to(self.device)

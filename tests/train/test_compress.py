@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -153,3 +154,98 @@ def test_compress_summary_keeps_the_trainers_fields_and_validates_before_finetun
     assert {"code", "versions", "device", "threads", "world_size", "best_val_acc"} <= set(summary)
     assert {"val_acc_before_finetune", "val_loss_before_finetune", "test_acc_before_finetune"} <= set(summary)
     assert 0 <= summary["val_acc_before_finetune"] <= 1
+
+
+def _inputs(model: nn.Module, names: list[str], batches: list) -> dict[str, list[torch.Tensor]]:
+    """What each named layer of ``model`` (eval mode) receives on each batch."""
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    handles = [model.get_submodule(n).register_forward_pre_hook(lambda m, args, n=n: seen[n].append(args[0]))
+               for n in names]
+    with torch.no_grad():
+        for x, _ in batches:
+            model.eval()(x)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def test_compress_reports_output_errors_on_held_out_batches_by_brute_force(dense_run, tmp_path):
+    import copy
+
+    from tdecomp.train.calibration import calibration_batches, task_calibration
+    from tdecomp.train.source import source_model
+
+    source, _ = dense_run
+    outs = {}
+    for init in ("spectral", "whitened"):
+        outs[init] = tmp_path / init
+        assert main(["compress", str(source), "family=lowrank", "rank=0.3", f"init={init}", "calibration_batches=3",
+                     f"out={outs[init]}"]) == 0
+    summary = json.loads((outs["whitened"] / "summary.json").read_text())
+    assert summary["init"] == "whitened" and summary["calibration_batches"] == 3
+    config = load_config(outs["whitened"] / "config.yaml")
+    data = create_data("digits")
+    calibration, held_out = calibration_batches(data, config)
+    assert len(calibration) == len(held_out) == 3
+    assert not any(torch.equal(a[0], b[0]) for a in calibration for b in held_out)
+    # the SI the run started from: whitened by the calibration batches (lowrank SI draws nothing at random)
+    dense = source_model(config, data.model_kwargs, torch.device("cpu"))
+    stats = task_calibration(dense, data.task, calibration, frozenset({"gram"}))
+    compressed = tdecomp.factorize_model(copy.deepcopy(dense), "lowrank", 0.3, init="whitened", calibration=stats,
+                                         progress=False)
+    names = [row["name"] for row in summary["layers"]]
+    seen = _inputs(dense, names, held_out)
+    for row in summary["layers"]:
+        conv, layer = dense.get_submodule(row["name"]), compressed.get_submodule(row["name"])
+        assert tuple(row["rank"]) == layer.rank
+        diff = total = 0.0
+        for x in seen[row["name"]]:
+            exact = F.conv2d(x, conv.weight, None, conv.stride, conv.padding)
+            approx = F.conv2d(x, layer.reconstruct().detach(), None, conv.stride, conv.padding)
+            diff, total = diff + float((exact - approx).square().sum()), total + float(exact.square().sum())
+        assert row["output_error"] == pytest.approx((diff / total) ** 0.5, rel=1e-6)
+    plain = json.loads((outs["spectral"] / "summary.json").read_text())["layers"]
+    mean = {init: sum(r["output_error"] for r in rows) / len(rows) for init, rows in (("spectral", plain),
+                                                                                      ("whitened", summary["layers"]))}
+    assert mean["whitened"] < mean["spectral"]
+    assert all(r["reconstruction_error"] <= w["reconstruction_error"] + 1e-9 for r, w in zip(plain, summary["layers"]))
+
+
+def test_the_grid_names_runs_by_init_and_distillation_and_prints_output_errors(dense_run, tmp_path, capsys):
+    from tdecomp.experiments.compress_grid import jobs
+    from tdecomp.experiments.compress_grid import main as grid
+    from tdecomp.records import load_runs
+
+    source, _ = dense_run
+    names = [out.name for out, _ in jobs([str(source)], ["tt"], ["uniform", "fisher"], ["0.1"], tmp_path,
+                                         ("spectral", "whitened"), ("0", "4"))]
+    assert names == ["tt-uniform-0.1", "tt-uniform-0.1-distill4", "tt-fisher-0.1", "tt-fisher-0.1-distill4",
+                     "tt-uniform-0.1-whitened", "tt-uniform-0.1-whitened-distill4", "tt-fisher-0.1-whitened",
+                     "tt-fisher-0.1-whitened-distill4"]
+    root = tmp_path / "grid"
+    argv = [str(source), "--families", "lowrank", "--inits", "spectral,whitened", "--allocations", "uniform",
+            "--ranks", "0.3", "--root", str(root), "--layers", "finetune_epochs=1", "progress=false"]
+    assert grid(argv) == 0
+    printed = capsys.readouterr().out
+    outs = [root / source.name / "lowrank-uniform-0.3", root / source.name / "lowrank-uniform-0.3-whitened"]
+    for out in outs:
+        summary = json.loads((out / "summary.json").read_text())
+        mean = sum(r["output_error"] for r in summary["layers"]) / len(summary["layers"])
+        assert f"{source.name}/{out.name}" in printed and f"{mean:8.4f}" in printed
+        for row in summary["layers"]:
+            assert f"output error {row['output_error']:.4f}  weight error {row['reconstruction_error']:.4f}" in printed
+    runs = {r.config["init"]: r for r in load_runs([root])}
+    assert set(runs) == {"spectral", "whitened"} and runs["whitened"].method == "whitened+FD"
+    stamp = (outs[0] / "summary.json").stat().st_mtime_ns
+    assert grid(argv) == 0 and (outs[0] / "summary.json").stat().st_mtime_ns == stamp  # finished jobs are skipped
+
+
+def test_compress_without_held_out_batches_reports_no_output_error(dense_run, tmp_path):
+    source, _ = dense_run
+    out = tmp_path / "all"  # digits: 23 training batches of 64, all of them calibrate (and give the Fisher rule)
+    assert main(["compress", str(source), "family=cp", "rank=0.3", "init=whitened", "allocation=fisher",
+                 "calibration_batches=40", f"out={out}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["allocation"] == "fisher" and summary["factorized_layer_ratio"] == pytest.approx(0.3, rel=0.02)
+    layers = summary["layers"]
+    assert layers and all(row["output_error"] is None and row["reconstruction_error"] < 1 for row in layers)

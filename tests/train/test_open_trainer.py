@@ -119,6 +119,14 @@ def test_keys_that_build_registry_objects_are_refused_with_objects():
         tdecomp.fit(model, train, test, batch_size=32, subset=10)
     with pytest.raises(ValueError, match=r"data='cifar10' build the registry's"):
         Trainer.from_objects(model, train, test, config=TrainConfig(data="cifar10"))
+    with pytest.raises(ValueError, match=r"distill=2.0 build the registry's"):
+        tdecomp.fit(model, train, test, distill=2.0, init_from="runs/x")
+
+
+def test_data_aware_factorization_needs_calibration_the_user_draws():
+    model, train, _, test = _objects()
+    with pytest.raises(ValueError, match=r"init='whitened'.*tdecomp.calibrate"):
+        Trainer.from_objects(model, train, test, config=TrainConfig(family="lowrank", init="whitened", out="unused"))
 
 
 def test_the_registry_path_refuses_null_names(tmp_path):
