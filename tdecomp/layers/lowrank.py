@@ -213,6 +213,10 @@ class LowRankLayer(FactorizedLayer):
         self.M.copy_(a.T @ (cube[:, None] * b))
         self.V.copy_((qh.T * cube) @ b)
 
+    def _pads_missing_directions(self) -> bool:
+        """Wide and deep keep the official zero-padded SI as it is (frob.py:66-70,147-151)."""
+        return self.mode == "balanced"
+
     def _random_init_terms(self) -> int:
         (r,) = self.rank
         return r if self.M is None else r * r
