@@ -20,6 +20,7 @@ from .layers import (
     register_family,
 )
 from .regularize import frobenius_decay, param_groups, rebalance
+from .saving import load, save
 from .surgery import collapse_model, eligible_layers, factorize, factorize_model, summarize
 
 # analysis/ and experiments/ sit next to this package in a source checkout and install into it
@@ -52,10 +53,12 @@ __all__ = [
     "factorize_model",
     "frobenius_decay",
     "get_family",
+    "load",
     "models",
     "param_groups",
     "rebalance",
     "register_family",
+    "save",
     "si_solver",
     "summarize",
 ]

@@ -62,6 +62,7 @@ from ..layers import choice
 from ..reg_policy import RegPolicy
 from ..regularize import rebalance
 from ..run_files import CONFIG, METRICS, SUMMARY
+from ..saving import checkpoint_entries
 from ..surgery import factorize_model, summarize
 from .callbacks import Callback, StepInfo, config_callbacks
 from .checkpoint import (
@@ -532,7 +533,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(
                 {
-                    "model": self.model.state_dict(),
+                    **checkpoint_entries(self.model),  # the weights and the plan that rebuilds the model
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "scaler": self.scaler.state_dict(),
