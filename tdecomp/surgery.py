@@ -30,7 +30,7 @@ from .layers.registry import get_family
 from .layers.separable import SeparableLayer, separable_families
 from .layers.spec import DenseSpec
 from .output_layer import ExampleInput
-from .plan import LayerPlan, Plan, as_plan, dense_kind
+from .plan import Plan, as_plan, dense_kind
 from .surgery_report import (
     SHOWN,
     FactorizationReport,
@@ -317,7 +317,6 @@ __all__ = [
     "DEFAULT_TARGETS",
     "TARGETS",
     "FactorizationReport",
-    "LayerPlan",
     "LayerReport",
     "collapse_model",
     "eligible_layers",

@@ -56,9 +56,9 @@ def test_an_example_input_finds_the_output_layer_of_any_model():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(torch.relu(self.body(x)))
 
-    model = tdecomp.factorize_model(Net(), "lowrank", 0.5, example_input=torch.randn(2, 8), progress=False)
+    model = tdecomp.factorize_model(Net(), "lowrank", 2, example_input=torch.randn(2, 8), progress=False)
     assert type(model.head) is nn.Linear and isinstance(model.aux, tdecomp.FactorizedLayer)
-    guessed = tdecomp.factorize_model(Net(), "lowrank", 0.5, progress=False)  # no input: the heuristic
+    guessed = tdecomp.factorize_model(Net(), "lowrank", 2, progress=False)  # no input: the heuristic
     assert type(guessed.aux) is nn.Linear and "heuristic" in _kept(guessed)["aux"][1]
 
 
@@ -68,7 +68,7 @@ def test_surprises_are_kept_dense_reported_and_warned(caplog):
         torch.nn.utils.spectral_norm(nn.Conv2d(8, 8, 3)), nn.ConvTranspose2d(8, 8, 3), nn.Conv2d(8, 8, 3),
         nn.Flatten(), nn.Linear(8, 4), nn.Linear(4, 4))
     with caplog.at_level(logging.INFO, logger="tdecomp"):
-        tdecomp.factorize_model(model, "tucker", 0.5, progress=False)
+        tdecomp.factorize_model(model, "tucker", 2, progress=False)
     assert [type(m).__name__ for m in model] == [
         "Conv2d", "Conv2d", "ParametrizedConv2d", "Conv2d", "ConvTranspose2d", "TuckerLayer", "Flatten",
         "TuckerLayer", "Linear"]
