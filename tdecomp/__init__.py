@@ -21,6 +21,7 @@ from .layers import (
     register_family,
 )
 from .regularize import frobenius_decay, param_groups, rebalance
+from .saving import load, save
 from .surgery import collapse_model, eligible_layers, factorize, factorize_model, summarize
 
 __version__ = "0.1.0"
@@ -56,10 +57,12 @@ __all__ = [
     "fit",
     "frobenius_decay",
     "get_family",
+    "load",
     "models",
     "param_groups",
     "rebalance",
     "register_family",
+    "save",
     "si_solver",
     "summarize",
 ]

@@ -21,6 +21,7 @@ them and a shrinking factor's gradient explodes. Rebalance after every step, a n
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Collection, Hashable
 
@@ -85,10 +86,15 @@ def _factor_names(module: Factorized) -> list[str]:
     return [name for name, _ in module.named_parameters() if not name.endswith("bias")]
 
 
+def _operand_names(module: Factorized) -> list[str]:
+    """What ``frobenius_sq`` reads: the factors and the floating buffers (e.g. CP's weights λ)."""
+    return [*_factor_names(module), *(name for name, b in module.named_buffers() if b.is_floating_point())]
+
+
 def _signature(module: Factorized) -> Hashable:
     """Modules with equal signatures compute ``frobenius_sq`` by the same formula on same shapes."""
-    params = dict(module.named_parameters())
-    return type(module), tuple((name, params[name].shape) for name in _factor_names(module))
+    tensors = dict(itertools.chain(module.named_parameters(), module.named_buffers()))
+    return type(module), tuple((name, tensors[name].shape) for name in _operand_names(module))
 
 
 def _at_least_float32(t: Tensor) -> Tensor:
@@ -96,9 +102,9 @@ def _at_least_float32(t: Tensor) -> Tensor:
 
 
 def _group_frobenius_sq(group: list[Factorized]) -> Tensor:
-    """Σ over ``group`` (same :func:`_signature`) of ``frobenius_sq``, factors in ≥ float32."""
-    names = _factor_names(group[0])
-    tables = [dict(m.named_parameters()) for m in group]
+    """Σ over ``group`` (same :func:`_signature`) of ``frobenius_sq``, factors and buffers in ≥ float32."""
+    names = _operand_names(group[0])
+    tables = [dict(itertools.chain(m.named_parameters(), m.named_buffers())) for m in group]
     if len(group) == 1:
         return call_with(group[0], "frobenius_sq", {n: _at_least_float32(tables[0][n]) for n in names})
     stacked = {n: torch.stack([_at_least_float32(t[n]) for t in tables]) for n in names}

@@ -1,17 +1,18 @@
-"""Model surgery: factorize single layers or whole models to a budget, and collapse them back.
+"""Model surgery: factorize single layers or whole models to a budget (or to a stored plan), and collapse them back.
 
-Targets are ``nn.Linear`` (``"linear"``), ``nn.Conv1d``/``Conv2d``/``Conv3d`` (``"conv"``), ``nn.MultiheadAttention``
-(``"attention"``, replaced by :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`) and ``nn.Embedding``
-(``"embedding"``, replaced by :class:`~tdecomp.layers.embedding.FactorizedEmbedding`, low-rank only).
+Targets are ``nn.Linear`` and transformers' ``Conv1D`` (``"linear"``), ``nn.Conv1d``/``Conv2d``/``Conv3d``
+(``"conv"``), ``nn.MultiheadAttention`` (``"attention"``, replaced by
+:class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`) and ``nn.Embedding`` (``"embedding"``, replaced
+by :class:`~tdecomp.layers.embedding.FactorizedEmbedding`, low-rank only). Which modules are replaced and why
+the others stay dense: :mod:`tdecomp.eligibility`; the report: :mod:`tdecomp.surgery_report`; plans:
+:mod:`tdecomp.plan`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,50 +23,61 @@ from ._budget import allocate
 from ._validation import check_choice
 from .allocation import DEFAULT_ALLOCATION, get_allocation
 from .calibration import data_needs
+from .eligibility import DEFAULT_TARGETS, SKIP, TARGETS, KeptLayer, SkipRule, eligible_layers, survey
 from .init import DATA_INITS
 from .layers.attention import AttentionSpec, FactorizedMultiheadAttention, get_heads
-from .layers.base import FactorizedLayer
 from .layers.embedding import FactorizedEmbedding
-from .layers.ranks import Rank, RankScale
+from .layers.ranks import Rank, RankScale, as_rank
 from .layers.registry import get_family
 from .layers.separable import SeparableLayer, separable_families
-from .layers.spec import CONV_TYPES, DenseSpec
-from .layers.walk import named_outermost
+from .layers.spec import DenseSpec
 from .layers.whitening import LayerStats
+from .output_layer import ExampleInput
+from .plan import Plan, as_plan, dense_kind
+from .surgery_report import (
+    SHOWN,
+    FactorizationReport,
+    LayerReport,
+    Replaceable,
+    log_warnings,
+    num_params,
+    outermost_replaceable,
+    record_surgery,
+    summarize,
+)
 
 log = logging.getLogger("tdecomp")
 
-SkipRule = str | Collection[str] | Callable[[str, nn.Module], bool]
 BUDGET_TOLERANCE = 0.02
-TARGETS = {"linear": (nn.Linear,), "conv": CONV_TYPES, "attention": (nn.MultiheadAttention,),
-           "embedding": (nn.Embedding,)}
-DEFAULT_TARGETS = ("linear", "conv")
 # what a float ``rank`` is a ratio of: the factorized layers' dense parameters, or the whole model's
 # (microsoft/fnl_paper make.py:22-37 bisects the whole model's parameter count)
 BUDGETS = ("layers", "model")
-Replaceable = FactorizedLayer | FactorizedMultiheadAttention | SeparableLayer
 
 
 def factorize(
     module: nn.Module, family: str, rank: Rank, init: str = "spectral", separable: bool = False,
     calibration: LayerStats | None = None, **options: Any
 ) -> Replaceable:
-    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv{1,2,3}d``/``nn.MultiheadAttention``.
+    """Replace-ready factorized version of a dense ``nn.Linear``/``nn.Conv{1,2,3}d``/``nn.MultiheadAttention``
+    (or transformers' ``Conv1D``, as the Linear it is, collapsing back to a ``Conv1D``).
 
     Args:
         module: the dense layer (any kernel size, stride, padding incl. ``'same'``, dilation,
-            bias; ``groups > 1`` raises ``NotImplementedError``), or an attention module.
+            bias; ``groups > 1`` raises ``NotImplementedError``), or an attention module. Its parameters'
+            ``requires_grad`` carries over: the factors follow the weight, the bias the bias.
         family: one of :func:`tdecomp.available_families` (``lowrank``, ``cp``, ``tucker``, ``tt``);
             for attention ``lowrank`` (per-head QKᵀ/OVᵀ factors) or ``tucker`` (across heads).
         rank: float = target parameter ratio to the dense weight; int or tuple = explicit ranks
             in the family's terms (see the family's class docstring, or
-            :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`).
+            :class:`~tdecomp.layers.attention.FactorizedMultiheadAttention`); numpy scalars and 0-d
+            tensors count as the numbers they hold.
         init: ``"spectral"`` decomposes ``module.weight`` (for a fresh module, its default init —
-            spectral initialization; for a trained one, compression); ``"whitened"`` decomposes it
-            whitened by the second moment of its inputs (``calibration``), so the truncation
-            minimizes the output error ‖(W − Ŵ)X‖ (:mod:`tdecomp.layers.whitening`; Linear and conv
-            layers); ``"random"`` draws balanced factors whose product has the variance of
-            ``module.weight``.
+            spectral initialization; for a trained one, compression; a zero or rank-deficient weight
+            gets its missing directions padded, :mod:`tdecomp.layers.spectral`); ``"whitened"``
+            decomposes it whitened by the second moment of its inputs (``calibration``), so the
+            truncation minimizes the output error ‖(W − Ŵ)X‖ (:mod:`tdecomp.layers.whitening`; Linear
+            and conv layers); ``"random"`` draws balanced factors whose product has the variance of
+            ``module.weight`` (on the meta device too).
         calibration: this layer's :class:`~tdecomp.layers.whitening.LayerStats`
             (``tdecomp.calibrate(model, batches)[name]``), read by ``init="whitened"``.
         **options: ``implementation`` (``"auto"``, the default, / ``"factorized"`` /
@@ -75,19 +87,33 @@ def factorize(
             k×k conv and a ``family`` (``"tt"``/``"tucker"``) 1×1 conv
             (:class:`~tdecomp.layers.separable.SeparableLayer`); no options.
     """
+    rank = as_rank(rank)
     if init in DATA_INITS and (separable or isinstance(module, (nn.MultiheadAttention, nn.Embedding))):
         raise ValueError(f"init={init!r} applies to Linear and conv layers; factorize "
                          f"{'separable blocks' if separable else type(module).__name__} with init='spectral'")
     if separable:
         _check_separable(family, options)
-        return SeparableLayer.from_dense(module, family, rank, init)
-    if isinstance(module, nn.MultiheadAttention):
+        layer: Replaceable = SeparableLayer.from_dense(module, family, rank, init)
+    elif isinstance(module, nn.MultiheadAttention):
         _check_attention_options(options)
-        return FactorizedMultiheadAttention.from_dense(module, rank, family=family, init=init)
-    if isinstance(module, nn.Embedding):
+        layer = FactorizedMultiheadAttention.from_dense(module, rank, family=family, init=init)
+    elif isinstance(module, nn.Embedding):
         _check_embedding_family(family)
-        return FactorizedEmbedding.from_dense(module, rank, init=init, **options)
-    return get_family(family).from_dense(module, rank, init=init, calibration=calibration, **options)
+        layer = FactorizedEmbedding.from_dense(module, rank, init=init, **options)
+    else:
+        layer = get_family(family).from_dense(module, rank, init=init, calibration=calibration, **options)
+    _inherit_requires_grad(module, layer)
+    return layer
+
+
+def _inherit_requires_grad(dense: nn.Module, layer: nn.Module) -> None:
+    """Freeze what was frozen: the replacement's biases follow the dense biases, everything else its weights."""
+    def trainable(biases: bool) -> bool:
+        return any(p.requires_grad for name, p in dense.named_parameters() if name.endswith("bias") == biases)
+
+    weights, biases = trainable(False), trainable(True)
+    for name, p in layer.named_parameters():
+        p.requires_grad_(biases if name.endswith("bias") else weights)
 
 
 def _check_attention_options(options: dict[str, Any]) -> None:
@@ -112,59 +138,6 @@ def _check_embedding_family(family: str) -> None:
                          f"factorize them in their own call (targets=('embedding',), family={own!r})")
 
 
-def _default_skip(model: nn.Module) -> set[str]:
-    """The paper's convention: the first conv and the final classifier (last Linear) stay dense."""
-    convs = [n for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return set(convs[:1] + linears[-1:])
-
-
-def eligible_layers(
-    model: nn.Module, skip: SkipRule = "default", targets: Collection[str] = DEFAULT_TARGETS
-) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of the layers :func:`factorize_model` would replace.
-
-    ``targets`` picks the module types: ``"linear"`` (``nn.Linear``, e.g. feed-forward blocks),
-    ``"conv"`` (``nn.Conv1d``/``Conv2d``/``Conv3d``), ``"attention"`` (``nn.MultiheadAttention`` as a whole),
-    ``"embedding"`` (``nn.Embedding``, as a low-rank table).
-    Excluded: layers matched by ``skip`` (``"default"``: first conv and last Linear; a collection
-    of qualified module names; or a predicate ``(name, module) -> bool``, which then also sees
-    attention modules), grouped convs, and Linear layers owned by ``nn.MultiheadAttention`` (it
-    reads their weights directly; target ``"attention"`` to factorize it).
-    """
-    for t in targets:
-        check_choice("targets", t, TARGETS)
-    kinds = tuple(kind for t in targets for kind in TARGETS[t])
-    if isinstance(skip, str):
-        if skip != "default":
-            raise ValueError(f"skip={skip!r} is not valid; expected 'default', a collection of "
-                             "module names, or a callable (name, module) -> bool")
-        skip = _default_skip(model)
-    if not callable(skip):
-        names = {n for n, _ in model.named_modules()}
-        unknown = sorted(set(skip) - names)
-        if unknown:
-            raise ValueError(f"skip names modules that do not exist in the model: {unknown}")
-        skip_names = set(skip)
-        skip = lambda name, module: name in skip_names  # noqa: E731
-    inside_attention = {
-        f"{n}.{c}" if n else c
-        for n, m in model.named_modules()
-        if isinstance(m, nn.MultiheadAttention)
-        for c, _ in m.named_modules()
-    }
-    out = []
-    for name, module in model.named_modules():
-        if not isinstance(module, kinds) or name in inside_attention:
-            continue
-        if isinstance(module, CONV_TYPES) and module.groups != 1:
-            log.info("tdecomp: leaving %s dense (groups=%d)", name, module.groups)
-            continue
-        if not skip(name, module):
-            out.append((name, module))
-    return out
-
-
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name), child, new)
@@ -185,10 +158,12 @@ def _budget_terms(
     if isinstance(module, nn.Embedding):
         _check_embedding_family(family)
         spec = FactorizedEmbedding.table_spec(module.num_embeddings, module.embedding_dim)
+        weight = module.weight
     else:
         spec = DenseSpec.from_module(module)
+        weight = spec.dense_weight(module)
     cls = get_family(family)
-    return (get_allocation(allocation)(cls, spec, module.weight.detach(), options, stats),
+    return (get_allocation(allocation)(cls, spec, weight.detach(), options, stats),
             lambda r: cls.count_params(spec, r, **options) + spec.num_params - spec.weight_numel, spec.num_params)
 
 
@@ -203,8 +178,8 @@ def _separable_budget_terms(
 
 def factorize_model(
     model: nn.Module,
-    family: str,
-    rank: Rank,
+    family: str | None = None,
+    rank: Rank | None = None,
     init: str = "spectral",
     skip: SkipRule = "default",
     progress: bool = True,
@@ -213,6 +188,8 @@ def factorize_model(
     budget: str = "layers",
     separable: bool = False,
     calibration: Mapping[str, LayerStats] | None = None,
+    plan: Plan | Mapping[str, Any] | None = None,
+    example_input: ExampleInput | None = None,
     **options: Any,
 ) -> nn.Module:
     """Replace every eligible layer of ``model`` in place by a factorized one; returns ``model``.
@@ -224,9 +201,8 @@ def factorize_model(
     ranks (:mod:`tdecomp.allocation`): ``"uniform"`` (one rank scale, the paper's), ``"energy"``
     (every layer keeps the same fraction of its weight's spectral energy) or ``"stable-rank"``
     (ranks ∝ the weight's stable rank); the last two read the weights, so they suit compressing a
-    trained model. The achieved ratio is logged, a miss
-    (e.g. a ratio below what rank 1 needs) warned about, and :func:`summarize` reports it any
-    time. An int/tuple ``rank`` is applied to every layer. ``targets`` chooses what to replace
+    trained model. A miss (e.g. a ratio below what rank 1 needs) is warned about. An int/tuple
+    ``rank`` is applied to every layer. ``targets`` chooses what to replace
     (see :func:`eligible_layers`): the default keeps attention dense; ``("attention",)``
     factorizes only attention, ``("linear", "attention")`` feed-forward and attention layers.
     To use different families for attention and the rest, call this once per target.
@@ -234,34 +210,69 @@ def factorize_model(
     dense count at their size, as the official code's bisection does); a :class:`RankScale`
     rank is applied to every layer as is. ``separable=True`` replaces only the convs with a
     kernel > 1, each by the official Table-2 block (see :func:`factorize`); 1×1 convs and Linear
-    layers stay dense, as in the official WRN (blocks.py:309-324).
+    layers stay dense, as in the official WRN (blocks.py:309-324). ``example_input`` feeds the
+    default skip rule's search for the output layer (:mod:`tdecomp.output_layer`).
 
     Data-aware compression: ``calibration`` maps layer names to their input statistics
     (:func:`tdecomp.calibrate` of this ``model`` on a few batches; with ``loss_fn`` also their Fisher
     information), read by ``init="whitened"`` (SI minimizing each layer's output error) and by the
     allocation rules ``"whitened-energy"`` (every layer keeps the same fraction of its output energy)
-    and ``"fisher"`` (ranks where the loss is sensitive, Fisher-weighted SVD). See :func:`factorize`
-    for the rest.
+    and ``"fisher"`` (ranks where the loss is sensitive, Fisher-weighted SVD).
+
+    ``plan`` (instead of ``family`` and ``rank``; :mod:`tdecomp.plan`, e.g. another model's
+    :func:`~tdecomp.plan.plan_of` or a checkpoint's) replaces exactly the modules it names with exactly
+    its families, ranks and options, ``init`` as given (:func:`tdecomp.load` uses ``"random"``).
+
+    The surgery report (:func:`summarize`: factorized layers, the targeted layers kept dense and why,
+    the model's parameters counted once each) is logged at INFO, anything a user might not expect
+    (tied or parametrized weights, grouped convs, SI padding of zero weights) at WARNING.
+    See :func:`factorize` for the rest.
     """
+    dense_model_params = num_params(model)
+    if plan is not None:
+        if family is not None or rank is not None:
+            raise TypeError("factorize_model takes either plan= or family and rank, not both")
+        kept = []
+        _apply_plan(model, as_plan(plan), init, progress)
+    else:
+        if family is None or rank is None:
+            raise TypeError("factorize_model needs family and rank (or a plan=)")
+        kept = _factorize_eligible(model, family, as_rank(rank), init, skip, progress, targets, allocation,
+                                   budget, separable, example_input, calibration, options)
+    record_surgery(model, dense_model_params, kept)
+    report = summarize(model)
+    log.info("tdecomp: surgery report\n%s", report)
+    log_warnings(report)
+    return model
+
+
+def _factorize_eligible(
+    model: nn.Module, family: str, rank: Rank, init: str, skip: SkipRule, progress: bool,
+    targets: Collection[str], allocation: str, budget: str, separable: bool, example_input: ExampleInput | None,
+    calibration: Mapping[str, LayerStats] | None, options: dict[str, Any],
+) -> list[KeptLayer]:
+    """:func:`factorize_model` by family and rank; returns the layers it kept dense."""
     check_choice("budget", budget, BUDGETS)
     get_family(family).check_options(options)
     get_allocation(allocation)
-    layers = eligible_layers(model, skip, targets)
+    layers, kept = survey(model, skip, targets, example_input)
     if separable:
         _check_separable(family, options)
         if allocation != DEFAULT_ALLOCATION:
             raise ValueError(f"allocation={allocation!r} does not apply to separable blocks; use "
                              f"allocation={DEFAULT_ALLOCATION!r}")
+        kept += [KeptLayer(n, type(m).__name__, SKIP, "the separable block replaces convs with a kernel > 1 only")
+                 for n, m in layers if not SeparableLayer.applies_to(m)]
         layers = [(n, m) for n, m in layers if SeparableLayer.applies_to(m)]
     if not layers:
-        raise ValueError(f"model has no eligible layer to factorize (targets={tuple(targets)!r}, "
-                         f"skip={skip!r})")
+        why = "".join(f"; {k.name} kept dense ({k.reason})" for k in kept[:SHOWN])
+        raise ValueError(f"model has no eligible layer to factorize (targets={tuple(targets)!r}, skip={skip!r}{why})")
     if any(isinstance(m, nn.MultiheadAttention) for _, m in layers):
         get_heads(family)  # fail before any layer is replaced
         _check_attention_options(options)
     stats = _layer_stats(layers, calibration, init, allocation if isinstance(rank, float) else DEFAULT_ALLOCATION)
     ranks: list[Rank]
-    model_params = _num_params(model)
+    model_params = num_params(model)
     is_ratio = isinstance(rank, float) and not isinstance(rank, RankScale)
     if is_ratio:
         get_family(family).check_ratio(rank)
@@ -280,16 +291,16 @@ def factorize_model(
     ):
         _replace(model, name, factorize(module, family, layer_rank, init=init, separable=separable,
                                         calibration=layer_stats, **options))
-    report = summarize(model)
-    log.info("tdecomp: %s", report.headline())
-    reached = report.ratio if budget == "layers" else _num_params(model) / model_params
+    new = [model.get_submodule(name) for name, _ in layers]
+    layer_ratio = sum(m.num_params for m in new) / sum(m.spec.num_params for m in new)
+    reached = layer_ratio if budget == "layers" else num_params(model) / model_params
     if is_ratio and abs(reached / rank - 1) > BUDGET_TOLERANCE:
         warnings.warn(
             f"factorize_model reached {budget} parameter ratio {reached:.4f}, not {rank} ± 2% "
             "(ranks are clamped to [1, full rank])",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return model
+    return kept
 
 
 def _layer_stats(
@@ -309,8 +320,21 @@ def _layer_stats(
     return stats
 
 
-def _num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def _apply_plan(model: nn.Module, plan: Plan, init: str, progress: bool) -> None:
+    """Replace each module ``plan`` names as its :class:`~tdecomp.plan.LayerPlan` says."""
+    modules = dict(model.named_modules())
+    missing = sorted(set(plan) - set(modules))
+    if missing:
+        raise ValueError(f"the plan names modules this model does not have: {missing[:SHOWN]}; build the "
+                         "model the plan was made for")
+    for name, entry in tqdm(plan.items(), desc="factorize (plan)", disable=not progress, leave=False):
+        kind = dense_kind(modules[name])
+        if kind != entry.kind:
+            raise ValueError(f"the plan replaces {name} as a {entry.kind} layer, but the model holds a {kind} "
+                             f"({type(modules[name]).__name__}) there; build the model the plan was made for")
+        layer = factorize(modules[name], entry.family, entry.rank, init=init, separable=entry.separable,
+                          **entry.options)
+        _replace(model, name, layer)
 
 
 def collapse_model(model: nn.Module) -> nn.Module:
@@ -318,68 +342,19 @@ def collapse_model(model: nn.Module) -> nn.Module:
 
     After overcomplete training ("knowledge distillation without a teacher") this yields the
     compact dense model used for inference and parameter counts. Factorized attention becomes
-    ``nn.MultiheadAttention`` (see its ``to_dense`` for when that is possible).
+    ``nn.MultiheadAttention`` (see its ``to_dense`` for when that is possible); a layer that replaced
+    transformers' ``Conv1D`` becomes a ``Conv1D``.
     """
-    for name in _outermost_replaceable(model):
+    for name in outermost_replaceable(model):
         _replace(model, name, model.get_submodule(name).to_dense())
     return model
 
 
-@dataclass(frozen=True)
-class LayerReport:
-    name: str
-    family: str
-    rank: tuple[int, ...]
-    params: int
-    dense_params: int
-
-
-@dataclass(frozen=True)
-class FactorizationReport:
-    """Per-layer and total parameters of the factorized layers against their dense originals."""
-
-    layers: tuple[LayerReport, ...]
-
-    @property
-    def params(self) -> int:
-        return sum(layer.params for layer in self.layers)
-
-    @property
-    def dense_params(self) -> int:
-        return sum(layer.dense_params for layer in self.layers)
-
-    @property
-    def ratio(self) -> float:
-        return self.params / self.dense_params if self.dense_params else math.nan
-
-    def headline(self) -> str:
-        return (f"{len(self.layers)} factorized layers hold {self.params:,} parameters, "
-                f"{self.ratio:.4f} of their dense {self.dense_params:,}")
-
-    def __str__(self) -> str:
-        rows = [f"{'layer':<40} {'family':<8} {'rank':<22} {'params':>10} {'dense':>10} {'ratio':>6}"]
-        for r in self.layers:
-            rows.append(f"{r.name:<40} {r.family:<8} {str(r.rank):<22} {r.params:>10,} "
-                        f"{r.dense_params:>10,} {r.params / r.dense_params:>6.3f}")
-        return "\n".join([*rows, self.headline()])
-
-
-def _outermost_replaceable(model: nn.Module) -> list[str]:
-    """Names of the factorized modules not inside another one (a separable block holds a TT/Tucker layer)."""
-    return [name for name, _ in named_outermost(model, Replaceable)]
-
-
-def summarize(model: nn.Module) -> FactorizationReport:
-    """A :class:`FactorizationReport` of the factorized layers currently in ``model``."""
-    return FactorizationReport(tuple(
-        LayerReport(name, m.family, m.rank, m.num_params, m.spec.num_params)
-        for name in _outermost_replaceable(model)
-        for m in [model.get_submodule(name)]
-    ))
-
-
 __all__ = [
+    "DEFAULT_TARGETS",
+    "TARGETS",
     "FactorizationReport",
+    "LayerReport",
     "collapse_model",
     "eligible_layers",
     "factorize",

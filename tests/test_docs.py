@@ -2,7 +2,8 @@
 
 A block is marked by an HTML comment line starting with ``<!-- runnable`` right before its
 ```` ```python```` fence (invisible on GitHub). Blocks run in a fresh namespace, in a temporary
-working directory, so they may write files.
+working directory, so they may write files. A block importing a package of the ``test`` extra that is
+missing (:data:`OPTIONAL`) skips, saying which.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = ("timm", "transformers", "peft")
 MARKED_BLOCK = re.compile(r"^<!-- runnable[^\n]*-->\n```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -38,4 +40,7 @@ def test_the_readme_library_snippet_is_marked_runnable():
 def test_runnable_doc_block(where, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
+    for package in OPTIONAL:
+        if re.search(rf"^(from|import) {package}\b", code, re.MULTILINE):
+            pytest.importorskip(package, reason=f"{package} is not installed (pip install -e '.[test]')")
     exec(compile(code, where, "exec"), {"__name__": "__docs__"})

@@ -44,7 +44,7 @@ def test_bad_rank_entries_and_types(rank):
 
 @pytest.mark.parametrize("module", [nn.ConvTranspose2d(3, 3, 3), nn.LSTM(3, 3), nn.Bilinear(2, 2, 3)])
 def test_unsupported_module(module):
-    with pytest.raises(TypeError, match=r"module must be nn.Linear or nn.Conv1d/Conv2d/Conv3d, got"):
+    with pytest.raises(TypeError, match=r"must be nn.Linear, nn.Conv1d/Conv2d/Conv3d or transformers' Conv1D, got"):
         tdecomp.factorize(module, "lowrank", 2)
 
 

@@ -1,7 +1,8 @@
 """Factorized layers: one base class (:mod:`.base`), one file per family, one registry (:mod:`.registry`).
 
 The base class's helpers live by job: rank parsing (:mod:`.ranks`), the cost model (:mod:`.cost`),
-module walks and functional calls (:mod:`.walk`), the dense geometry (:mod:`.spec`), data-aware
+module walks and functional calls (:mod:`.walk`), the dense geometry (:mod:`.spec`), SI as every layer
+gets it (:mod:`.spectral`: precision, meta, padding of zero or rank-deficient weights), data-aware
 (whitened) SI and the calibration statistics it reads (:mod:`.whitening`).
 """
 

@@ -36,6 +36,7 @@ from .options import FamilyOption, check_options, with_defaults
 from .ranks import Rank
 from .registry import FAMILIES
 from .spec import DenseSpec
+from .spectral import spectral_init
 from .whitening import LayerStats, init_whitened
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
     factor_inits: ClassVar[tuple[str, ...]] = ()
     # the family's tensorly-torch counterpart, for the benchmarks (None: tltorch has none)
     tltorch: ClassVar[TltorchFormat | None] = None
+    # what SI padded (:mod:`.spectral`: a zero or rank-deficient weight), set by :meth:`from_dense`
+    si_padding: str | None = None
 
     def __init__(
         self,
@@ -162,6 +165,11 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
     def init_spectral(self, weight: Tensor) -> None:
         """Set the factors to the family's decomposition of ``weight`` (shape ``spec.weight_shape``)."""
 
+    def _pads_missing_directions(self) -> bool:
+        """Whether SI pads the directions a zero or rank-deficient weight lacks (:mod:`.spectral`);
+        a family whose SI leaves zero factors on purpose says no."""
+        return True
+
     def _balanced_norms(self) -> Tensor:
         """The norms :meth:`balancing_scales` equalizes, (K, …) for the K :meth:`factors`: by default
         their Frobenius norms (K,); a family with finer exact rescalings (CP's per-component) overrides it."""
@@ -177,7 +185,9 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         factors = self.factors()
         if len(factors) <= 2:
             return []
-        return list(zip(factors, equalizing_scales(self._balanced_norms())))
+        # ≥ float32: the scales' product must be 1 to keep W, which half-precision logs would miss
+        norms = self._balanced_norms()
+        return list(zip(factors, equalizing_scales(norms.to(torch.promote_types(norms.dtype, torch.float32)))))
 
     @abstractmethod
     def _random_init_terms(self) -> int:
@@ -253,7 +263,9 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         calibration: LayerStats | None = None,
         **options: Any,
     ) -> FactorizedLayer:
-        """Factorize ``module`` (``nn.Linear`` or ``nn.Conv{1,2,3}d``); see :func:`tdecomp.factorize`.
+        """Factorize ``module`` (``nn.Linear``, ``nn.Conv{1,2,3}d`` or transformers' ``Conv1D``); see
+        :func:`tdecomp.factorize`. SI runs as :func:`~tdecomp.layers.spectral.spectral_init` says (≥ float32,
+        padded where the weight lacks directions, refused on ``meta``); a random init on ``meta`` only draws.
         ``calibration``: the module's input statistics, which ``init="whitened"`` needs."""
         check_choice("init", init, FACTORIZED_INIT_METHODS)
         if init == "whitened" and calibration is None:
@@ -264,7 +276,7 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
         cls.check_options(options)
         options = cls.resolve_options(options)
         spec = DenseSpec.from_module(module)
-        weight = module.weight.detach()
+        weight = spec.dense_weight(module).detach()
         layer = cls(
             spec,
             cls.resolve_rank(spec, rank, **options),
@@ -274,13 +286,13 @@ class FactorizedLayer(Factorized, DenseCompatible, Diagnostics, Execution):
             **options,
         )
         if init == "spectral":
-            layer.init_spectral(weight)
+            spectral_init(layer, weight)
         elif init == "whitened":
             init_whitened(layer, weight, calibration)
         elif init in FACTOR_INITS:
             layer.init_factors(init)
         else:
-            layer.init_random(float(weight.std()))
+            layer.init_random(spec.default_std if weight.is_meta else float(weight.std()))
         if module.bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(module.bias)

@@ -3,9 +3,9 @@ factorized layer replaces, read from its :class:`~tdecomp.layers.spec.DenseSpec`
 
 - Linear-shaped layers have ``in_features``, ``out_features``; conv-shaped ones ``in_channels``,
   ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``groups``,
-  ``padding_mode`` (tuples as the dense module holds them); the other kind's names raise
-  ``AttributeError``, as on the dense modules.
-- ``weight`` is a read-only placeholder with the dense weight's shape, dtype and device: an
+  ``padding_mode`` (tuples as the dense module holds them); one replacing transformers' ``Conv1D``
+  has its ``nf``, ``nx``; the other kinds' names raise ``AttributeError``, as on the dense modules.
+- ``weight`` is a read-only placeholder with the dense weight's shape (``Conv1D``'s (nx, nf)), dtype and device: an
   expanded (zero-stride) view of one NaN held as a non-persistent buffer, so it costs no memory
   and no reconstruction, moves with ``.to()``/``.half()``, and any use of its values gives NaN.
   T5-style ``weight.dtype`` checks and ``weight.shape``/``weight.device`` reads work;
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .spec import DenseSpec
 
 LINEAR_ATTRIBUTES = frozenset({"in_features", "out_features"})
+TRANSPOSED_LINEAR_ATTRIBUTES = frozenset({"nf", "nx"})  # transformers' Conv1D
 CONV_ATTRIBUTES = frozenset(
     {"in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"}
 )
@@ -56,14 +57,16 @@ class DenseCompatible(nn.Module):
         self.register_load_state_dict_pre_hook(_rename_old_decomposition_keys)
 
     def _dense_attributes(self) -> frozenset[str]:
-        """The names this layer's dense module has (a conv's or a Linear's)."""
+        """The names this layer's dense module has (a conv's, a Linear's or a ``Conv1D``'s)."""
+        if self.spec.transposed_type is not None:
+            return TRANSPOSED_LINEAR_ATTRIBUTES
         return CONV_ATTRIBUTES if self.spec.is_conv else LINEAR_ATTRIBUTES
 
     @property
     def weight(self) -> Tensor:
-        """Placeholder of the dense weight (shape ``spec.weight_shape``, the layer's dtype and device):
-        every entry NaN, no memory; :meth:`reconstruct` gives W."""
-        return self._weight_placeholder.expand(self.spec.weight_shape)
+        """Placeholder of the dense module's weight (shape ``spec.module_weight_shape``, the layer's dtype
+        and device): every entry NaN, no memory; :meth:`reconstruct` gives W (as ``spec.weight_shape``)."""
+        return self._weight_placeholder.expand(self.spec.module_weight_shape)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "weight":
@@ -81,6 +84,8 @@ class DenseCompatible(nn.Module):
     dilation = _from_spec("dilation", lambda spec: spec.dilation)
     groups = _from_spec("groups", lambda spec: 1)  # DenseSpec refuses grouped convs
     padding_mode = _from_spec("padding_mode", lambda spec: spec.padding_mode)
+    nf = _from_spec("nf", lambda spec: spec.out_channels)
+    nx = _from_spec("nx", lambda spec: spec.in_channels)
 
 
 def _rename_old_decomposition_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

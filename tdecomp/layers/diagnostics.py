@@ -4,17 +4,43 @@ balancedness and singular values.
 Not abstract: these defaults are exact for any family whose weight is multilinear in its factors
 (each factor enters once, linearly), computed from ``reconstruct()``. The built-in families
 override all three with cheaper factor-only computations.
+
+A float16/bfloat16 layer computes all three in float32 and returns float32 (:func:`in_float32`: QR and
+SVD have no half-precision CPU kernels, and Gram differences of half-precision factors are noise);
+every family's own versions are wrapped so, by :meth:`Diagnostics.__init_subclass__`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .spec import DenseSpec, matricize
+from .spectral import HALF_DTYPES
 from .walk import call_with
+
+TRACKED = ("inner", "balancedness", "singular_values")  # what the dynamics tracker reads
+
+
+def in_float32(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``method`` evaluated at float32 copies of the module's floating parameters and buffers (and of
+    tensors in its arguments) when the module holds half-precision parameters; as it is otherwise."""
+
+    @functools.wraps(method)
+    def run(self: nn.Module, *args: Any) -> Tensor:
+        if not any(p.dtype in HALF_DTYPES for p in self.parameters()):
+            return method(self, *args)
+        named = itertools.chain(self.named_parameters(), self.named_buffers())
+        state = {name: t.float() for name, t in named if t.is_floating_point()}
+        args = tuple([t.float() for t in a] if isinstance(a, (list, tuple)) else a for a in args)
+        return call_with(self, lambda module: method(module, *args), state)
+
+    return run
 
 
 class Diagnostics(nn.Module):
@@ -23,6 +49,13 @@ class Diagnostics(nn.Module):
     family: str
     spec: DenseSpec
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in TRACKED:
+            if name in vars(cls):
+                setattr(cls, name, in_float32(vars(cls)[name]))
+
+    @in_float32
     def inner(self, other: Sequence[Tensor]) -> Tensor:
         """⟨W, W'⟩_F, where W' is the weight this layer would have with ``other`` as its factors.
 
@@ -33,6 +66,7 @@ class Diagnostics(nn.Module):
         """
         return (self.reconstruct() * self._reconstruct_with(other)).sum()
 
+    @in_float32
     def balancedness(self) -> Tensor:
         """How far the factors are from balanced: a norm of quantities gradient flow conserves.
 
@@ -48,6 +82,7 @@ class Diagnostics(nn.Module):
         sq = torch.stack([f.square().sum() for f in self.factors()])
         return (sq[:-1] - sq[1:]).norm()
 
+    @in_float32
     def singular_values(self) -> Tensor:
         """Singular values (descending) of W's matricization :func:`~tdecomp.layers.spec.matricize`.
 

@@ -16,6 +16,7 @@ from ..init import FACTOR_INITS, LAYER_INIT_METHODS
 from .lowrank import LowRankLayer
 from .ranks import Rank
 from .spec import DenseSpec
+from .spectral import spectral_init
 
 
 class FactorizedEmbedding(LowRankLayer):
@@ -77,14 +78,14 @@ class FactorizedEmbedding(LowRankLayer):
                     device=weight.device, dtype=weight.dtype, **options)
         with torch.no_grad():
             if init == "spectral":
-                layer.init_spectral(weight)
+                spectral_init(layer, weight)
             elif init == "fairseq-factors":
                 layer.U.normal_(0.0, 0.1)
                 layer.V.normal_(0.0, 0.1)
             elif init in FACTOR_INITS:
                 layer.init_factors(init)
             else:
-                layer.init_random(float(weight.std()))
+                layer.init_random(layer.spec.default_std if weight.is_meta else float(weight.std()))
         return layer
 
     def forward(self, ids: Tensor) -> Tensor:

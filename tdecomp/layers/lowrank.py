@@ -228,6 +228,10 @@ class LowRankLayer(FactorizedLayer):
         :meth:`init_spectral` of it is exact."""
         self.init_spectral(self.reconstruct())
 
+    def _pads_missing_directions(self) -> bool:
+        """Wide and deep keep the official zero-padded SI as it is (frob.py:66-70,147-151)."""
+        return self.mode == "balanced"
+
     def _random_init_terms(self) -> int:
         (r,) = self.rank
         return r if self.M is None else r * r

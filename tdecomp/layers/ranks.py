@@ -4,9 +4,12 @@ family's explicit ranks, clamped to what the family can use."""
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from .._budget import allocate
 from .registry import FAMILIES
@@ -27,6 +30,23 @@ class RankScale(float):
 Rank = int | float | Sequence[int]
 
 
+def as_rank(rank: Any) -> Any:
+    """``rank`` with numbers of other types as Python's: a 0-d tensor or a numpy scalar (any
+    ``numbers.Integral`` → int, ``numbers.Real`` → float; a :class:`RankScale` and ``bool`` as they
+    are), tuple entries likewise; anything else unchanged, for :func:`resolve_rank` to judge."""
+    if isinstance(rank, torch.Tensor) and rank.ndim == 0:
+        rank = rank.item()
+    if isinstance(rank, (bool, RankScale)):
+        return rank
+    if isinstance(rank, numbers.Integral):
+        return int(rank)
+    if isinstance(rank, numbers.Real):
+        return float(rank)
+    if isinstance(rank, Sequence) and not isinstance(rank, str):
+        return tuple(r if isinstance(r, bool) or not isinstance(r, numbers.Integral) else int(r) for r in rank)
+    return rank
+
+
 def resolve_rank(cls: type[FactorizedLayer], spec: DenseSpec, rank: Rank, **options: Any) -> tuple[int, ...]:
     """Turn a user ``rank`` into explicit ranks of family ``cls`` on a layer ``spec``.
 
@@ -35,8 +55,10 @@ def resolve_rank(cls: type[FactorizedLayer], spec: DenseSpec, rank: Rank, **opti
     - :class:`RankScale` ``s``: the family's ranks at rank scale s directly (unclamped).
     - ``int``: the family's single rank (see each family).
     - tuple of ints: one entry per ``rank_names``.
-    Ranks above ``max_ranks`` carry no extra expressiveness and are clamped with a warning.
+    Ranks above ``max_ranks`` carry no extra expressiveness and are clamped with a warning. Numpy
+    scalars and 0-d tensors count as the Python numbers they hold (:func:`as_rank`).
     """
+    rank = as_rank(rank)
     if isinstance(rank, bool):
         raise TypeError(f"rank must be a float, an int or a tuple of ints, got {rank!r}")
     if isinstance(rank, float):

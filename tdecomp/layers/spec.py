@@ -9,6 +9,11 @@ A kernel axis of size 1 (a 1×1 conv, a (1, 5) kernel) is not a factor mode: the
 decompose :attr:`DenseSpec.tensor_shape` = (c_out, c_in, *sizes of the kernel axes > 1), so a
 Conv2d (1, 5) is factorized exactly like a Conv1d(k=5) and a 1×1 conv like a Linear layer. The
 size-1 axes' stride and padding are applied to the input up front (:meth:`DenseSpec.pad_input`).
+
+transformers' ``Conv1D`` (GPT-2, GPT-J-style: weight (nx, nf), y = x W + b) is a Linear nx → nf that
+stores its weight transposed; it is described as that Linear (as PEFT treats it), recognised by
+:func:`is_transposed_linear` without importing transformers, and :meth:`DenseSpec.build` gives back a
+``Conv1D``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ _CONV_FNS = (F.conv1d, F.conv2d, F.conv3d)
 _AXIS_NAMES = ((), ("k",), ("k_h", "k_w"), ("k_d", "k_h", "k_w"))
 
 
+def is_transposed_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is transformers' ``Conv1D`` (a Linear nx → nf holding its weight as (nx, nf)):
+    by its class name and package and its ``nf``/``nx`` attributes, so transformers need not be imported."""
+    cls = type(module)
+    return (cls.__name__ == "Conv1D" and cls.__module__.split(".")[0] == "transformers"
+            and isinstance(getattr(module, "nf", None), int) and isinstance(getattr(module, "nx", None), int))
+
+
 def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
     return (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
 
@@ -37,7 +50,8 @@ class DenseSpec:
     The weight is ``(c_out, c_in, *kernel_size)`` with ``len(kernel_size)`` = n spatial axes
     (0 for Linear). ``stride``, ``dilation`` and a tuple ``padding`` have one entry per axis;
     ``padding`` keeps the constructor's argument (or ``'same'``/``'valid'``) so :meth:`build`
-    recreates an identical module.
+    recreates an identical module. ``transposed_type`` is the class of a Linear that stores its weight
+    transposed (transformers' ``Conv1D``), ``None`` for ``nn.Linear``/``nn.Conv{1,2,3}d``.
     """
 
     out_channels: int
@@ -48,12 +62,15 @@ class DenseSpec:
     padding: tuple[int, ...] | str = ()
     dilation: tuple[int, ...] = ()
     padding_mode: str = "zeros"
+    transposed_type: type | None = None
 
     @classmethod
     def from_module(cls, module: nn.Module) -> DenseSpec:
         """Describe ``module``; raises ``TypeError``/``NotImplementedError`` for what we cannot factorize."""
         if isinstance(module, nn.Linear):
             return cls(module.out_features, module.in_features, module.bias is not None)
+        if is_transposed_linear(module):
+            return cls(module.nf, module.nx, module.bias is not None, transposed_type=type(module))
         if isinstance(module, CONV_TYPES):
             if module.groups != 1:
                 raise NotImplementedError(
@@ -72,8 +89,21 @@ class DenseSpec:
                 module.padding_mode,
             )
         raise TypeError(
-            f"module must be nn.Linear or nn.Conv1d/Conv2d/Conv3d, got {type(module).__name__}"
+            f"module must be nn.Linear, nn.Conv1d/Conv2d/Conv3d or transformers' Conv1D, got {type(module).__name__}"
         )
+
+    def dense_weight(self, module: nn.Module) -> Tensor:
+        """``module``'s weight laid out as :attr:`weight_shape` (a transposed Linear's transposed back)."""
+        return self.from_module_layout(module.weight)
+
+    def from_module_layout(self, stored: Tensor) -> Tensor:
+        """A weight as the dense module stores it (:attr:`module_weight_shape`) → :attr:`weight_shape`."""
+        return stored.T if self.transposed_type is not None else stored
+
+    @property
+    def module_weight_shape(self) -> tuple[int, ...]:
+        """The dense module's ``weight.shape``: :attr:`weight_shape`, or (c_in, c_out) for a transposed Linear."""
+        return self.weight_shape[::-1] if self.transposed_type is not None else self.weight_shape
 
     # ----------------------------------------------------------------------------- shapes
     @property
@@ -237,10 +267,14 @@ class DenseSpec:
         return out if bias is None else out + self.bias_view(bias)
 
     def build(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
-        """A dense ``nn.Linear``/``nn.Conv{n}d`` with this geometry holding ``weight`` and ``bias``."""
+        """A dense ``nn.Linear``/``nn.Conv{n}d`` (or the transposed Linear's own class) with this geometry
+        holding ``weight`` (laid out as :attr:`weight_shape`) and ``bias``."""
         factory = dict(device=weight.device, dtype=weight.dtype)
-        if self.is_conv:
-            module: nn.Module = CONV_TYPES[self.n_spatial - 1](
+        if self.transposed_type is not None:  # Conv1D(nf, nx) takes no factory arguments
+            module: nn.Module = self.transposed_type(self.out_channels, self.in_channels).to(**factory)
+            weight = weight.T
+        elif self.is_conv:
+            module = CONV_TYPES[self.n_spatial - 1](
                 self.in_channels,
                 self.out_channels,
                 self.kernel_size,

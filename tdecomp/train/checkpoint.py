@@ -66,15 +66,20 @@ def load_checkpoint(folder: Path, map_location: torch.device | str = "cpu") -> d
         raise CheckpointError(f"checkpoint {last} cannot be read ({reason}); {fix}") from err
 
 
-def load_model_weights(source: Path | str, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """A model ``state_dict`` from a run folder (its ``last.pt``), a trainer checkpoint (its
-    ``"model"`` entry) or a file holding a plain ``state_dict``."""
+def read_checkpoint(source: Path | str, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a run folder's ``last.pt`` or a checkpoint file holds (``weights_only``)."""
     path = Path(source)
     if path.is_dir():
         path = path / LAST
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; pass a run folder holding {LAST} or a checkpoint file")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_model_weights(source: Path | str, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """A model ``state_dict`` from a run folder (its ``last.pt``), a trainer checkpoint (its
+    ``"model"`` entry) or a file holding a plain ``state_dict``."""
+    state = read_checkpoint(source, map_location)
     return state["model"] if isinstance(state.get("model"), dict) else state
 
 

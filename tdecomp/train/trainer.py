@@ -72,6 +72,7 @@ from ..layers.execution import chosen_implementations
 from ..reg_policy import RegPolicy
 from ..regularize import rebalance
 from ..run_files import CONFIG, METRICS, SUMMARY
+from ..saving import checkpoint_entries
 from ..surgery import factorize_model, summarize
 from ..tasks import ClassificationTask, Task
 from .calibration import config_calibration
@@ -639,7 +640,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(
                 {
-                    "model": self.model.state_dict(),
+                    **checkpoint_entries(self.model),  # the weights and the plan that rebuilds the model
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "scaler": self.scaler.state_dict(),
