@@ -58,12 +58,15 @@ def report(
     tables: Sequence[str] | None = None,
     figure: Path | None = None,
     where: Sequence[str] = (),
+    contrast_over: str = "method",
 ) -> Report:
     """Load ``sources`` (:func:`tdecomp.records.load_runs`), aggregate by ``keys`` and build the tables
     (long; pivot by ``pivot``; contrasts of ``paired_vs``/``contrasts``, adjusted by ``adjustment``) and
     figures (accuracy vs ``x``; learning curves with a panel per value of the row key ``curves``).
 
-    ``where``: only the runs with these ``KEY=VALUE`` config values (:func:`tdecomp.results.select_runs`).
+    ``contrast_over``: the row key whose values ``contrasts`` combine (``method``; ``family`` for
+    ``"cp - lowrank"``). ``where``: only the runs with these ``KEY=VALUE`` config values
+    (:func:`tdecomp.results.select_runs`).
     ``tables``: which of :data:`TABLES` the text holds (default: every table asked for; the convergence
     table only when named). ``out_dir``:
     where the tables and figures go (``None``: nowhere). ``figure``: also write *the* figure of this
@@ -74,9 +77,10 @@ def report(
         runs = select_runs(runs, where)
         if not runs:
             raise ValueError(f"no run matches {' and '.join(where)}")
-    rows = aggregate(runs, keys, metric, paired_vs, contrasts, adjustment)
-    compared = contrast_rows(runs, keys, metric, paired_vs, contrasts, adjustment) if paired_vs or contrasts else []
-    group_keys = [k for k in keys if k != "method"]
+    rows = aggregate(runs, keys, metric, paired_vs, contrasts if contrast_over == "method" else (), adjustment)
+    compared = (contrast_rows(runs, keys, metric, paired_vs, contrasts, adjustment, contrast_over)
+                if paired_vs or contrasts else [])
+    group_keys = [k for k in keys if k != contrast_over]
     parts = {"long": to_markdown(rows, keys) + paired_note(rows, adjustment, sum(r["p"] is not None for r in compared))}
     if pivot:
         parts["pivot"] = to_pivot_markdown(rows, keys, pivot)

@@ -165,7 +165,8 @@ def convergence_rows(runs: Sequence[RunResult], keys: Sequence[str]) -> list[dic
 def select_runs(runs: Sequence[RunResult], where: Sequence[str]) -> list[RunResult]:
     """The runs whose config has every ``KEY=VALUE`` of ``where`` (values compared as YAML-parsed
     config values, dotted keys reach nested ones). A dense run matches a condition on a key that means
-    nothing for it (``rank``, ``init``, ``reg``, ``rebalance``): the dense baseline stays in every selection."""
+    nothing for it (``rank``, ``init``, ``reg``, ``rebalance``): the dense baseline stays in every selection.
+    ``method`` selects by the derived method label (``method=SI+FD``), and there dense matches only itself."""
     conditions = []
     for item in where:
         key, sep, raw = item.partition("=")
@@ -173,7 +174,8 @@ def select_runs(runs: Sequence[RunResult], where: Sequence[str]) -> list[RunResu
             raise ValueError(f"where {item!r} is not of the form KEY=VALUE (e.g. rank=0.05)")
         conditions.append((key, yaml.safe_load(raw)))
     return [r for r in runs if all(
-        (r.method == DENSE and key in DENSE_IRRELEVANT) or dotted.get(r.config, key) == value
+        r.method == str(value) if key == "method"
+        else (r.method == DENSE and key in DENSE_IRRELEVANT) or dotted.get(r.config, key) == value
         for key, value in conditions)]
 
 
@@ -187,20 +189,22 @@ def seed_values(groups: dict[tuple[str, ...], list[RunResult]], metric: str) -> 
             for key, members in groups.items()}
 
 
-def _method_key(fields: dict[str, str], keys: Sequence[str], method: str) -> tuple[str, ...]:
-    """The row key of ``method`` beside ``fields`` (the other keys): same keys, ``method`` replaced; for
-    ``dense`` also family dense and rank/init/reg "—" (the dense row of the other non-factorization keys)."""
-    row = {**fields, "method": method}
-    if method == DENSE:
+def _level_key(fields: dict[str, str], keys: Sequence[str], over: str, level: str) -> tuple[str, ...]:
+    """The row key of ``level`` (a value of the key ``over``) beside ``fields`` (the other keys); for the
+    method ``dense`` also family dense and rank/init/reg "—" (the dense row of the other non-factorization
+    keys)."""
+    row = {**fields, over: level}
+    if over == "method" and level == DENSE:
         row.update({"family": DENSE, **dict.fromkeys(DENSE_IRRELEVANT, "—")})
     return tuple(row[k] for k in keys)
 
 
 def contrast_family(methods: Collection[str], paired_vs: str | None = None,
-                    contrasts: Sequence[str] = ()) -> list[Contrast]:
+                    contrasts: Sequence[str] = (), over: str = "method") -> list[Contrast]:
     """The contrasts one table evaluates and adjusts together: ``M - paired_vs`` for every method ``M``
     of ``methods`` (factorized ones unless ``paired_vs`` is dense) in table order, then each of
-    ``contrasts``; a contrast with the same weights as an earlier one is left out."""
+    ``contrasts``; a contrast with the same weights as an earlier one is left out. ``methods``: the
+    values of the row key ``over`` the contrasts combine."""
     methods = sorted(methods, key=_order)
     family = []
     if paired_vs is not None:
@@ -210,8 +214,8 @@ def contrast_family(methods: Collection[str], paired_vs: str | None = None,
     for contrast in map(parse_contrast, contrasts):
         unknown = [m for m in contrast.methods if m not in methods]
         if unknown:
-            raise ValueError(f"contrast {contrast.text!r}: no row has method {unknown[0]!r}; the rows' methods "
-                             f"are {methods}")
+            raise ValueError(f"contrast {contrast.text!r}: no row has {over} {unknown[0]!r}; the rows' "
+                             f"{over} values are {methods}")
         family.append(contrast)
     # a contrast asked twice (by --paired-vs and by --contrast) is one test, not two
     unique = {tuple(sorted(c.weights.items())): c for c in reversed(family)}
@@ -219,21 +223,23 @@ def contrast_family(methods: Collection[str], paired_vs: str | None = None,
 
 
 def evaluate_contrasts(values: dict[tuple[str, ...], dict], keys: Sequence[str], family: Sequence[Contrast],
-                       adjustment: str = "holm") -> list[dict]:
+                       adjustment: str = "holm", over: str = "method") -> list[dict]:
     """One row per contrast of ``family`` and group of the other row keys where all its methods have runs:
     the group keys, the contrast, its pairs (seeds), mean and 95% CI of the per-seed contrast, the paired-t
     p, the p adjusted by ``adjustment`` over every row (:func:`tdecomp.stats.adjust`), the exact sign-flip
-    p (n ≤ 10) and ``resolved`` (adjusted p < 0.05). ``values``: :func:`seed_values`."""
+    p (n ≤ 10) and ``resolved`` (adjusted p < 0.05). ``values``: :func:`seed_values`. The contrasts
+    combine the values of the row key ``over`` (``method``, or e.g. ``family``)."""
     if not family:
         return []
-    other, method = [k for k in keys if k != "method"], keys.index("method")
+    other, position = [k for k in keys if k != over], keys.index(over)
     rows = []
     for index, contrast in enumerate(family):
-        groups = dict.fromkeys(tuple(v for k, v in zip(keys, key) if k != "method") for key in values
-                               if key[method] in contrast.methods and key[method] != DENSE)
+        groups = dict.fromkeys(tuple(v for k, v in zip(keys, key) if k != over) for key in values
+                               if key[position] in contrast.methods and key[position] != DENSE)
         for group in groups:
             fields = dict(zip(other, group))
-            by_method = {m: values[k] for m in contrast.methods if (k := _method_key(fields, keys, m)) in values}
+            by_method = {m: values[k] for m in contrast.methods
+                         if (k := _level_key(fields, keys, over, m)) in values}
             by_seed = per_seed(contrast, by_method) if len(by_method) == len(contrast.methods) else {}
             if not by_seed:
                 continue
@@ -304,19 +310,24 @@ def aggregate(
 
 
 def contrast_rows(runs: Sequence[RunResult], keys: Sequence[str], metric: str = "acc", paired_vs: str | None = None,
-                  contrasts: Sequence[str] = (), adjustment: str = "holm") -> list[dict]:
-    """:func:`evaluate_contrasts` of :func:`contrast_family` on ``runs`` grouped by ``keys``."""
-    _check_method_key(keys, paired_vs, contrasts)
+                  contrasts: Sequence[str] = (), adjustment: str = "holm", over: str = "method") -> list[dict]:
+    """:func:`evaluate_contrasts` of :func:`contrast_family` on ``runs`` grouped by ``keys``; ``contrasts``
+    combine the values of the row key ``over`` (methods by default; e.g. ``family`` for ``"cp - lowrank"``)."""
+    _check_method_key(keys, paired_vs, contrasts, over)
     groups = group_runs(runs, keys)
-    methods = {key[keys.index("method")] for key in groups} if "method" in keys else set()
-    return evaluate_contrasts(seed_values(groups, metric), keys, contrast_family(methods, paired_vs, contrasts),
-                              adjustment)
+    levels = {key[keys.index(over)] for key in groups} if over in keys else set()
+    return evaluate_contrasts(seed_values(groups, metric), keys,
+                              contrast_family(levels, paired_vs, contrasts, over), adjustment, over)
 
 
-def _check_method_key(keys: Sequence[str], paired_vs: str | None, contrasts: Sequence[str]) -> None:
-    if (paired_vs is not None or contrasts) and "method" not in keys:
+def _check_method_key(keys: Sequence[str], paired_vs: str | None, contrasts: Sequence[str],
+                      over: str = "method") -> None:
+    if paired_vs is not None and over != "method":
+        raise ValueError(f"paired_vs={paired_vs!r} compares methods; it cannot be combined with contrasts over "
+                         f"{over!r} (give the contrasts as --contrast instead)")
+    if (paired_vs is not None or contrasts) and over not in keys:
         what = f"paired_vs={paired_vs!r}" if paired_vs is not None else f"contrast {contrasts[0]!r}"
-        raise ValueError(f"{what} needs method among the row keys, got {list(keys)}")
+        raise ValueError(f"{what} needs {over} among the row keys, got {list(keys)}")
 
 
 def _order(value: str) -> tuple:

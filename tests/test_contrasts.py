@@ -153,3 +153,32 @@ def test_a_number_scales_a_term_for_main_effects():
         parse_contrast("x * (A - B)")
     with pytest.raises(ValueError, match="sum to 0"):
         parse_contrast("0.5 * A - B")
+
+
+def test_contrasts_over_families_pair_seeds_within_each_method(tmp_path):
+    """``over="family"``: "cp - lowrank" per method, the per-seed differences of ACC by hand; a contrast
+    over a key that is not a row key, and --paired-vs with contrasts over families, are refused."""
+    runs = read_records(write_records(tmp_path / "r.jsonl"))
+    keys = ("family", "method", "rank")
+    rows = contrast_rows(runs, keys, contrasts=["cp - lowrank"], adjustment="none", over="family")
+    assert {r["method"] for r in rows} == set(ACC["cp"])  # dense has no cp row: no contrast there
+    for row in rows:
+        diffs = [100 * (c - lo) for c, lo in zip(ACC["cp"][row["method"]], ACC["lowrank"][row["method"]])]
+        assert row["diff_mean"] == pytest.approx(statistics.fmean(diffs))
+        assert row["p"] == pytest.approx(scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
+    with pytest.raises(ValueError, match="needs seed among the row keys"):
+        contrast_rows(runs, keys, contrasts=["cp - lowrank"], over="seed")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        contrast_rows(runs, keys, paired_vs="kaiming+WD", over="family")
+    with pytest.raises(ValueError, match="no row has family 'tt'"):
+        contrast_rows(runs, keys, contrasts=["tt - lowrank"], over="family")
+
+
+def test_where_selects_by_the_derived_method_label(tmp_path):
+    from tdecomp.results import select_runs
+
+    runs = read_records(write_records(tmp_path / "r.jsonl"))
+    chosen = select_runs(runs, ["method=SI+FD"])
+    assert {(r.config["family"], r.method) for r in chosen} == {("lowrank", "SI+FD"), ("cp", "SI+FD")}
+    assert {r.method for r in select_runs(runs, ["method=dense"])} == {"dense"}
+    assert len(select_runs(runs, ["method=SI+FD", "family=cp"])) == 4

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='a contrast between methods, e.g. "SI+FD - kaiming+WD" or "(SI+FD - SI+WD) - '
                         '(kaiming+FD - kaiming+WD)", evaluated per seed in every group of the other row keys; '
                         "repeatable: all contrasts of one call form the family the p-values are adjusted over")
+    parser.add_argument("--contrast-over", default="method", metavar="KEY",
+                        help='the row key whose values the contrasts combine (default: method); e.g. family for '
+                        '"cp - lowrank", evaluated per seed within each group of the other row keys')
     parser.add_argument("--adjust", default="holm", choices=ADJUSTMENTS,
                         help="multiplicity adjustment of the contrasts' p-values: holm (family-wise error, "
                         "default), bh (Benjamini-Hochberg false discovery rate) or none")
@@ -74,7 +77,8 @@ def report_of(args: argparse.Namespace, out: Path | None):
     return report(args.runs, [k for k in args.by.split(",") if k], out, stem="comparison", metric=args.metric,
                   pivot=args.pivot, paired_vs=args.paired_vs, contrasts=args.contrast, adjustment=args.adjust,
                   x=args.x, curves=args.curves, tables=args.tables.split(",") if args.tables else None,
-                  figure=Path(args.figure) if args.figure else None, where=args.where)
+                  figure=Path(args.figure) if args.figure else None, where=args.where,
+                  contrast_over=args.contrast_over)
 
 
 def run(args: argparse.Namespace) -> int:
