@@ -166,17 +166,22 @@ def select_runs(runs: Sequence[RunResult], where: Sequence[str]) -> list[RunResu
     """The runs whose config has every ``KEY=VALUE`` of ``where`` (values compared as YAML-parsed
     config values, dotted keys reach nested ones). A dense run matches a condition on a key that means
     nothing for it (``rank``, ``init``, ``reg``, ``rebalance``): the dense baseline stays in every selection.
-    ``method`` selects by the derived method label (``method=SI+FD``), and there dense matches only itself."""
+    ``method`` selects by the derived method label (``method=SI+FD``), and there dense matches only itself.
+    A YAML list is any of its values (``"method=[kaiming+WD, SI+FD]"``)."""
     conditions = []
     for item in where:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"where {item!r} is not of the form KEY=VALUE (e.g. rank=0.05)")
         conditions.append((key, yaml.safe_load(raw)))
-    return [r for r in runs if all(
-        r.method == str(value) if key == "method"
-        else (r.method == DENSE and key in DENSE_IRRELEVANT) or dotted.get(r.config, key) == value
-        for key, value in conditions)]
+    def matches(run: RunResult, key: str, value) -> bool:
+        if isinstance(value, list):
+            return any(matches(run, key, v) for v in value)
+        if key == "method":
+            return run.method == str(value)
+        return (run.method == DENSE and key in DENSE_IRRELEVANT) or dotted.get(run.config, key) == value
+
+    return [r for r in runs if all(matches(r, key, value) for key, value in conditions)]
 
 
 def seed_values(groups: dict[tuple[str, ...], list[RunResult]], metric: str) -> dict[tuple[str, ...], dict]:

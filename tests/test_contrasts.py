@@ -182,3 +182,5 @@ def test_where_selects_by_the_derived_method_label(tmp_path):
     assert {(r.config["family"], r.method) for r in chosen} == {("lowrank", "SI+FD"), ("cp", "SI+FD")}
     assert {r.method for r in select_runs(runs, ["method=dense"])} == {"dense"}
     assert len(select_runs(runs, ["method=SI+FD", "family=cp"])) == 4
+    either = select_runs(runs, ["method=[SI+FD, kaiming+WD]", "family=[cp]"])
+    assert sorted(r.method for r in either) == ["SI+FD"] * 4 + ["kaiming+WD"] * 4

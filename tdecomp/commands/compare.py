@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also draw learning curves (train loss, val or test accuracy per epoch; mean and "
                         "95%% band over seeds), a panel per value of the row key KEY (default: family)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                        help="only the runs whose config has this value (repeatable, e.g. --where rank=0.05); "
-                        "dense runs match any condition on rank/init/reg/rebalance")
+                        help="only the runs whose config has this value (repeatable, e.g. --where rank=0.05; a YAML "
+                        "list is any of its values, e.g. --where \"method=[kaiming+WD, SI+FD]\"); dense runs "
+                        "match any condition on rank/init/reg/rebalance")
     parser.add_argument("--tables", default=None, metavar="LIST",
                         help=f"which tables to print, a comma list of {', '.join(TABLES)} (default: every table "
                         "asked for)")
