@@ -19,9 +19,10 @@ from .reg_policy import RegPolicy
 
 DENSE = "dense"
 NORM_MATCHED = "-norm-matched"  # suffix of a run rescaled to another run's norm trajectory (norm_match)
-# config keys that mean nothing for a dense run: its rows read "—" there, and a sweep's dense job keeps
-# the base values of these keys whatever the method or rank axes say
-DENSE_IRRELEVANT = ("rank", "init", "reg", "rebalance")
+# config keys that mean nothing for a dense run: its rows read "—" there, a contrast against dense pairs
+# with the dense row whatever these say, and a sweep's dense job keeps the base values of these keys
+# whatever the method or rank axes say (allocation and distill only act when a trained model is factorized)
+DENSE_IRRELEVANT = ("rank", "init", "reg", "rebalance", "allocation", "distill")
 
 
 def init_label(init: str) -> str:

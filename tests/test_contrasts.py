@@ -184,3 +184,22 @@ def test_where_selects_by_the_derived_method_label(tmp_path):
     assert len(select_runs(runs, ["method=SI+FD", "family=cp"])) == 4
     either = select_runs(runs, ["method=[SI+FD, kaiming+WD]", "family=[cp]"])
     assert sorted(r.method for r in either) == ["SI+FD"] * 4 + ["kaiming+WD"] * 4
+
+
+def test_compressed_runs_pair_with_the_dense_source_whatever_their_allocation_and_distillation(tmp_path):
+    """Allocation and distillation mean nothing for a dense run: ``X - dense`` pairs every compressed row
+    (here allocation=energy, distill=4) with the dense row, and ``--where distill=4`` keeps dense."""
+    from tdecomp.results import select_runs
+
+    lines = [record("dense", "dense", s, a) for s, a in enumerate(DENSE)]
+    for s, a in enumerate(ACC["lowrank"]["SI+FD"]):
+        line = record("SI+FD", "lowrank", s, a)
+        line["config"].update(allocation="energy", distill=4.0)
+        lines.append(line)
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    runs = select_runs(read_records(path), ["distill=4"])
+    rows = contrast_rows(runs, ("family", "method", "allocation", "rank", "distill"), contrasts=["SI+FD - dense"])
+    assert [(r["allocation"], r["pairs"]) for r in rows] == [("energy", 4)]
+    diffs = [100 * (x - d) for x, d in zip(ACC["lowrank"]["SI+FD"], DENSE)]
+    assert rows[0]["diff_mean"] == pytest.approx(statistics.fmean(diffs))
