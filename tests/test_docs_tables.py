@@ -18,7 +18,11 @@ def test_the_repository_docs_match_their_committed_records():
     """Trivially true while no doc has a block yet; each table that moves to records adds one."""
     for path in doc_files(ROOT):
         for match in BLOCK.finditer(path.read_text()):
-            sources = [w for w in shlex.split(match["command"])[1:] if w.endswith(".jsonl")]
+            words = shlex.split(match["command"])
+            if words[0] == "plot":  # run folders up to the first option
+                sources = words[1:next(i for i, w in enumerate(words) if w.startswith("--"))]
+            else:
+                sources = [w for w in words[1:] if w.endswith(".jsonl")]
             assert sources and all(s.startswith("docs/data/") for s in sources), (path, match["command"])
         assert process(path, ROOT, check=True) == []
 
@@ -76,4 +80,58 @@ def test_figure_blocks_are_drawn_and_checked_for_presence(tmp_path, capsys):
                    "<!-- tdecomp-table: sweep x -->\n<!-- /tdecomp-table -->\n")
     assert main(["docs-tables", "--check", "--root", str(tmp_path), str(doc)]) == 1
     out = capsys.readouterr().out
-    assert "figures.md:1: no finished run" in out and "figures.md:3: a tdecomp-table block runs compare" in out
+    assert "figures.md:1: no finished run" in out and "figures.md:3: a tdecomp-table block runs compare or plot" in out
+
+
+DYNAMICS_RUNS = ROOT / "docs" / "data" / "dynamics_digits"
+
+
+def test_dynamics_table_against_the_records_read_by_hand():
+    """The committed digits dynamics runs: √Σ‖W‖² and the mean stable rank at step 0 and the last
+    record, and the final test accuracy, computed here straight from the JSON lines."""
+    import math
+
+    from tdecomp.analysis.dynamics_table import dynamics_table
+    from tdecomp.analysis.plots import load_runs
+
+    def cell(prefix: str, column: int) -> str:
+        row = next(line for line in table.splitlines() if line.startswith(prefix))
+        return [c.strip() for c in row.strip("|").split("|")][2 + column]
+
+    names = ("dense", "fd", "wd")
+    table = dynamics_table(load_runs([DYNAMICS_RUNS / n for n in names]), steps=[170])
+    layers = ["features.3", "features.6", "features.9", "features.12"]
+    for column, name in enumerate(names):
+        records = [json.loads(x) for x in (DYNAMICS_RUNS / name / "dynamics.jsonl").read_text().splitlines()]
+        for record in (records[0], records[-1]):
+            entries = [record["layers"][n] for n in layers]
+            norm = math.sqrt(sum(e["norm"] ** 2 for e in entries))
+            stable = sum(e["stable_rank"] for e in entries) / len(entries)
+            assert cell(f"| √Σ‖W‖²_F | {record['step']} |", column) == format(norm, ".3g")
+            assert cell(f"| mean stable rank | {record['step']} |", column) == format(stable, ".3g")
+        metrics = [json.loads(x) for x in (DYNAMICS_RUNS / name / "metrics.jsonl").read_text().splitlines()]
+        assert cell("| final test acc (%) |", column) == f"{100 * metrics[-1]['test_acc']:.2f}"
+    assert "| mean balancedness | 0 | — |" in table  # dense has no factors
+
+
+def test_plot_blocks_rebuild_the_dynamics_table_and_figures(tmp_path, capsys):
+    import shutil
+
+    for name in ("dense", "fd"):
+        shutil.copytree(DYNAMICS_RUNS / name, tmp_path / "docs" / "data" / "dyn" / name)
+    command = "plot docs/data/dyn/dense docs/data/dyn/fd --out docs/figures/dyn --table --steps 170"
+    doc = tmp_path / "docs" / "dynamics.md"
+    doc.write_text(f"<!-- tdecomp-table: {command} -->\n<!-- /tdecomp-table -->\n")
+    assert main(["docs-tables", "--check", "--root", str(tmp_path)]) == 1
+    assert main(["docs-tables", "--root", str(tmp_path)]) == 0
+    text = doc.read_text()
+    assert "| quantity | step | dense | lowrank SI+FD |" in text and "| mean η/‖W‖²_F | 170 |" in text
+    assert (tmp_path / "docs" / "figures" / "dyn" / "effective_step.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["docs-tables", "--check", "--root", str(tmp_path)]) == 0
+    doc.write_text(text.replace("| final test acc (%) | last | ", "| final test acc (%) | last | 9"))
+    assert main(["docs-tables", "--check", "--root", str(tmp_path)]) == 1
+    assert "dynamics.md:1: the table differs" in capsys.readouterr().out
+    doc.write_text("<!-- tdecomp-table: plot docs/data/dyn/fd --out docs/figures/dyn -->\n<!-- /tdecomp-table -->\n")
+    assert main(["docs-tables", "--check", "--root", str(tmp_path)]) == 1
+    assert "needs --out (the figures' folder) and --table" in capsys.readouterr().out

@@ -10,7 +10,9 @@ A table in README.md or docs/*.md that reports runs sits in a block whose openin
     <!-- /tdecomp-table -->
 
 The block holds exactly what that command prints as tables (``--tables`` picks which). A block may
-also name a figure, ``--figure docs/figures/x.png``, which is rewritten from the same records. Paths
+also name a figure, ``--figure docs/figures/x.png``, which is rewritten from the same records. A block
+may instead run ``plot RUN … --out docs/figures/DIR --table`` on run folders committed under
+``docs/data/``: it holds the dynamics table and the figures (PNG) go to ``--out``. Paths
 are relative to the repository root (``--root``). ``--check`` rewrites nothing: it fails if any block's
 text differs from what its records give, or if a named figure is missing or cannot be drawn (figures
 are drawn, not compared pixel by pixel).
@@ -58,8 +60,10 @@ def render(command: str, root: Path, figure_root: Path) -> tuple[str, str | None
     from .compare import report_of
 
     words = shlex.split(command)
+    if words[:1] == ["plot"]:
+        return _render_plot(words[1:], root, figure_root)
     if words[:1] != ["compare"]:
-        raise ValueError(f"a tdecomp-table block runs compare, got {command!r}")
+        raise ValueError(f"a tdecomp-table block runs compare or plot, got {command!r}")
     parser = _BlockParser(prog="tdecomp compare", add_help=False)
     compare_arguments(parser)
     args = parser.parse_args(words[1:])
@@ -68,6 +72,26 @@ def render(command: str, root: Path, figure_root: Path) -> tuple[str, str | None
     if figure:
         args.figure = str(figure_root / figure)
     return f"\n{report_of(args, None).text.strip()}\n\n", figure
+
+
+def _render_plot(words: list[str], root: Path, figure_root: Path) -> tuple[str, str | None]:
+    """A ``plot … --out DIR --table`` block: its table, and its figures written below ``figure_root``;
+    the figure checked for presence is DIR's training-curves PNG."""
+    from .plot import add_arguments as plot_arguments
+    from .plot import figures_and_table
+
+    parser = _BlockParser(prog="tdecomp plot", add_help=False)
+    plot_arguments(parser)
+    args = parser.parse_args(words)
+    if not args.out or not args.table:
+        raise ValueError("a plot block needs --out (the figures' folder) and --table")
+    for run in args.runs:
+        if not (root / run).is_dir():
+            raise FileNotFoundError(f"no run folder {run}")
+    out = args.out
+    args.runs, args.out = [str(root / r) for r in args.runs], str(figure_root / out)
+    _, table = figures_and_table(args, formats=("png",))
+    return f"\n{table.strip()}\n\n", f"{out}/training_curves.png"
 
 
 def process(path: Path, root: Path, check: bool) -> list[str]:
