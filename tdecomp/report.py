@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import load_runs
-from .results import aggregate, contrast_rows, convergence_rows, metric_spec, select_runs
+from .results import aggregate, best_rows, contrast_rows, convergence_rows, metric_spec, select_runs
 from .tables import (
     paired_note,
+    to_best_markdown,
     to_contrast_latex,
     to_contrast_markdown,
     to_convergence_markdown,
@@ -30,7 +31,7 @@ from .tables import (
     write_tables,
 )
 
-TABLES = ("long", "pivot", "contrasts", "convergence")  # what a report prints, in this order
+TABLES = ("long", "pivot", "contrasts", "convergence", "best")  # what a report prints, in this order
 
 
 @dataclass
@@ -59,12 +60,14 @@ def report(
     figure: Path | None = None,
     where: Sequence[str] = (),
     contrast_over: str = "method",
+    best_over: Sequence[str] = (),
 ) -> Report:
     """Load ``sources`` (:func:`tdecomp.records.load_runs`), aggregate by ``keys`` and build the tables
     (long; pivot by ``pivot``; contrasts of ``paired_vs``/``contrasts``, adjusted by ``adjustment``) and
     figures (accuracy vs ``x``; learning curves with a panel per value of the row key ``curves``).
 
-    ``contrast_over``: the row key whose values ``contrasts`` combine (``method``; ``family`` for
+    ``best_over``: row keys whose combinations compete for the best (:func:`tdecomp.results.best_rows`), the
+    "best" table. ``contrast_over``: the row key whose values ``contrasts`` combine (``method``; ``family`` for
     ``"cp - lowrank"``). ``where``: only the runs with these ``KEY=VALUE`` config values
     (:func:`tdecomp.results.select_runs`).
     ``tables``: which of :data:`TABLES` the text holds (default: every table asked for; the convergence
@@ -86,6 +89,10 @@ def report(
         parts["pivot"] = to_pivot_markdown(rows, keys, pivot)
     if compared:
         parts["contrasts"] = to_contrast_markdown(compared, group_keys, adjustment, metric_spec(metric)[1])
+    if best_over:
+        best = best_rows(runs, keys, best_over, metric, adjustment)
+        parts["best"] = to_best_markdown(best, [k for k in keys if k not in best_over], best_over, adjustment,
+                                         metric_spec(metric)[1])
     shown = list(parts) if tables is None else list(tables)
     if "convergence" in shown:
         parts["convergence"] = to_convergence_markdown(convergence_rows(runs, keys), keys)
@@ -93,7 +100,8 @@ def report(
         if name not in TABLES:
             raise ValueError(f"table {name!r} is not one of {', '.join(TABLES)}")
         if name not in parts:
-            raise ValueError(f"table {name!r} needs {'--pivot' if name == 'pivot' else '--contrast or --paired-vs'}")
+            needs = {"pivot": "--pivot", "best": "--best-over"}.get(name, "--contrast or --paired-vs")
+            raise ValueError(f"table {name!r} needs {needs}")
     result = Report("\n".join(parts[name] for name in shown))
     if out_dir is not None:
         result.paths.update(write_tables(rows, keys, out_dir, stem))

@@ -344,3 +344,52 @@ def _order(value: str) -> tuple:
         return (1, float(value), "")
     except ValueError:
         return (2, 0.0, value)
+
+
+def best_rows(runs: Sequence[RunResult], keys: Sequence[str], competing: Sequence[str], metric: str = "acc",
+              adjustment: str = "holm") -> list[dict]:
+    """Which combination of the row keys ``competing`` (e.g. family, init, allocation) is best, per group
+    of the other row keys (e.g. rank)? Per group the cell with the highest mean ``metric`` is paired per
+    seed with every other cell (best − other, the seeds both ran); the p-values of all these comparisons
+    of all groups form one family, adjusted by ``adjustment``. A cell is the *resolved* best only when
+    every comparison of its group is positive with adjusted p < 0.05. Dense rows do not compete.
+
+    Returns one row per group: the group keys, ``best`` (the cell's values joined by " × "), its mean,
+    ``cells`` (how many competed), ``runner_up`` and the comparison with it (``pairs``, ``diff_mean``,
+    ``diff_low``, ``diff_high``, ``p_adj``), ``max_p_adj`` over the group's comparisons, ``resolved`` and
+    ``m`` (the number of comparisons adjusted together)."""
+    unknown = [k for k in competing if k not in keys]
+    if unknown or not competing:
+        raise ValueError(f"best over {list(competing)}: each must be one of the row keys {list(keys)}")
+    rest = [k for k in keys if k not in competing]
+    values = seed_values(group_runs(runs, keys), metric)
+    cells: dict[tuple, dict[tuple, dict]] = defaultdict(dict)
+    for key, seeds in values.items():
+        fields = dict(zip(keys, key))
+        if fields.get("method") != DENSE and fields.get("family") != DENSE:
+            cells[tuple(fields[k] for k in rest)][tuple(fields[k] for k in competing)] = seeds
+    comparisons = []  # (group, best, other, PairedTest)
+    for group, members in cells.items():
+        means = {cell: statistics.fmean(seeds.values()) for cell, seeds in members.items()}
+        best = max(means, key=means.__getitem__)
+        for other in members:
+            common = sorted(set(members[best]) & set(members[other]), key=str)
+            if other != best and len(common) > 1:
+                diffs = [members[best][s] - members[other][s] for s in common]
+                comparisons.append((group, best, other, means[best] - means[other], paired_test(diffs)))
+    adjusted = adjust([c[-1].p for c in comparisons], adjustment)
+    rows = []
+    for group in cells:
+        mine = [(c, p) for c, p in zip(comparisons, adjusted) if c[0] == group]
+        if not mine:
+            continue
+        (_, best, runner, _, test), p_adj = min(mine, key=lambda cp: cp[0][3])  # closest mean: the runner-up
+        ps = [p for _, p in mine]
+        rows.append({**dict(zip(rest, group)), "best": " × ".join(best),
+                     "mean": statistics.fmean(cells[group][best].values()), "cells": len(cells[group]),
+                     "runner_up": " × ".join(runner), "pairs": test.estimate.n, "diff_mean": test.estimate.mean,
+                     "diff_low": test.estimate.low, "diff_high": test.estimate.high, "p_adj": p_adj,
+                     "max_p_adj": max(ps), "m": len(comparisons),
+                     "resolved": all(p is not None and p < ALPHA for p in ps)
+                     and all(c[-1].estimate.mean > 0 for c, _ in mine)})
+    return sorted(rows, key=lambda r: tuple(_order(r[k]) for k in rest))

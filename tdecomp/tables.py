@@ -178,3 +178,19 @@ def write_tables(
     write_csv(rows, paths["csv"])
     paths["tex"].write_text(to_latex(rows, keys))
     return paths
+
+
+def to_best_markdown(rows: Sequence[dict], group_keys: Sequence[str], competing: Sequence[str], adjustment: str,
+                     metric_label: str) -> str:
+    """One line per group of :func:`tdecomp.results.best_rows`: the best cell, its mean, the runner-up
+    and the paired difference to it, the largest adjusted p over the group's comparisons, the verdict."""
+    header = [*group_keys, f"best {' × '.join(competing)}", "mean", "cells", "runner-up", "n",
+              "best − runner-up", "95% CI", f"adj. p ({adjustment})", "max adj. p vs all", "verdict"]
+    body = [[*(str(r[k]) for k in group_keys), r["best"], f"{r['mean']:.2f}", str(r["cells"]), r["runner_up"],
+             str(r["pairs"]), f"{r['diff_mean']:+.2f}", _interval(r["diff_low"], r["diff_high"]), _p(r["p_adj"]),
+             _p(r["max_p_adj"]), "resolved best" if r["resolved"] else "not resolved"] for r in rows]
+    note = (f"\n{metric_label}: the cell with the highest mean per group, paired per seed with every other cell "
+            f"of its group; adj. p: {ADJUSTMENT_NAMES[adjustment]} over all m = {rows[0]['m'] if rows else 0} such "
+            "comparisons "
+            f"of this table; resolved best: every comparison of the group positive with adj. p < {ALPHA:.2g}.\n")
+    return _markdown(header, body) + note

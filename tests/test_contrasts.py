@@ -203,3 +203,48 @@ def test_compressed_runs_pair_with_the_dense_source_whatever_their_allocation_an
     assert [(r["allocation"], r["pairs"]) for r in rows] == [("energy", 4)]
     diffs = [100 * (x - d) for x, d in zip(ACC["lowrank"]["SI+FD"], DENSE)]
     assert rows[0]["diff_mean"] == pytest.approx(statistics.fmean(diffs))
+
+
+def test_best_cell_per_group_against_every_other_cell_with_holm_over_the_table(tmp_path):
+    """Two ranks of the ACC cells: at 0.1 every cell but lowrank SI+FD loses 10 pp (+ a little per seed),
+    so lowrank SI+FD is the resolved best; at 0.05 cp's cells gain 12 pp (+ a little per seed) and cp
+    SI+FD leads lowrank SI+FD by a margin 4 seeds cannot resolve. Adjusted p: Holm over all 14
+    best-vs-other comparisons of both ranks, by hand with scipy."""
+    from tdecomp.results import best_rows
+
+    def acc(rank: float, family: str, method: str, seed: int, a: float) -> float:
+        if rank == 0.1:
+            return a if (family, method) == ("lowrank", "SI+FD") else a - 0.1 - 0.001 * seed
+        return a + 0.12 + 0.0015 * seed if family == "cp" else a
+
+    lines = [record("dense", "dense", s, a) for s, a in enumerate(DENSE)]  # dense never competes
+    for rank in (0.1, 0.05):
+        for f, methods in ACC.items():
+            for m, accs in methods.items():
+                for s, a in enumerate(accs):
+                    line = record(m, f, s, acc(rank, f, m, s, a))
+                    line["config"]["rank"] = rank
+                    lines.append(line)
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    rows = best_rows(read_records(path), ("family", "method", "rank"), ("family", "method"))
+    assert [(r["rank"], r["best"], r["cells"]) for r in rows] == [("0.05", "cp × SI+FD", 8),
+                                                                 ("0.1", "lowrank × SI+FD", 8)]
+    p_values, gaps = [], {}
+    for rank, best_cell in ((0.05, ("cp", "SI+FD")), (0.1, ("lowrank", "SI+FD"))):
+        cells = {(f, m): [100 * acc(rank, f, m, s, a) for s, a in enumerate(accs)]
+                 for f, methods in ACC.items() for m, accs in methods.items()}
+        for cell, accs in cells.items():
+            if cell != best_cell:
+                diffs = [b - a for b, a in zip(cells[best_cell], accs)]
+                p_values.append(scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
+                gaps.setdefault(str(rank), []).append((statistics.fmean(diffs), len(p_values) - 1))
+    adjusted = holm(p_values)
+    for row in rows:
+        gap, index = min(gaps[row["rank"]])
+        assert row["diff_mean"] == pytest.approx(gap) and row["p_adj"] == pytest.approx(adjusted[index])
+        assert row["m"] == 14
+        assert row["resolved"] == all(adjusted[i] < 0.05 and g > 0 for g, i in gaps[row["rank"]])
+    assert rows[1]["resolved"] and not rows[0]["resolved"] and rows[0]["runner_up"] == "cp × SI+WD"
+    with pytest.raises(ValueError, match="each must be one of the row keys"):
+        best_rows(read_records(path), ("family", "method", "rank"), ("init",))

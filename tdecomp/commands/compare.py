@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contrast-over", default="method", metavar="KEY",
                         help='the row key whose values the contrasts combine (default: method); e.g. family for '
                         '"cp - lowrank", evaluated per seed within each group of the other row keys')
+    parser.add_argument("--best-over", default="", metavar="KEYS",
+                        help="row keys whose combinations compete (e.g. family,init,allocation): the 'best' table "
+                        "names, per group of the other row keys, the cell with the highest mean and whether it "
+                        "beats every other cell (paired per seed, adjusted p < 0.05)")
     parser.add_argument("--adjust", default="holm", choices=ADJUSTMENTS,
                         help="multiplicity adjustment of the contrasts' p-values: holm (family-wise error, "
                         "default), bh (Benjamini-Hochberg false discovery rate) or none")
@@ -79,7 +83,7 @@ def report_of(args: argparse.Namespace, out: Path | None):
                   pivot=args.pivot, paired_vs=args.paired_vs, contrasts=args.contrast, adjustment=args.adjust,
                   x=args.x, curves=args.curves, tables=args.tables.split(",") if args.tables else None,
                   figure=Path(args.figure) if args.figure else None, where=args.where,
-                  contrast_over=args.contrast_over)
+                  contrast_over=args.contrast_over, best_over=[k for k in args.best_over.split(",") if k])
 
 
 def run(args: argparse.Namespace) -> int:
