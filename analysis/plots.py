@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tdecomp import yaml_values
 from tdecomp.methods import method_label
 from tdecomp.run_files import CONFIG, DYNAMICS, METRICS
 
@@ -64,7 +63,7 @@ def load_run(path: str | Path) -> Run:
     config_file = path / CONFIG
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
-    config = yaml.safe_load(config_file.read_text()) or {}
+    config = yaml_values.load(config_file.read_text()) or {}
     metrics_file = path / METRICS
     metrics = [json.loads(x) for x in metrics_file.read_text().splitlines() if x] if metrics_file.is_file() else []
     dynamics = read_dynamics(path) if (path / DYNAMICS).is_file() else []

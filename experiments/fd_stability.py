@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
 import tdecomp
+from tdecomp import yaml_values
 from tdecomp.regularize import _outermost_factorized
 
 LR, MOMENTUM, LAMBDA, BATCH = 0.05, 0.9, 5e-4, 128
@@ -118,7 +118,7 @@ def parse_family_options(items: Sequence[str]) -> dict[str, Any]:
         name, sep, raw = item.partition("=")
         if not sep or name not in declared:
             raise SystemExit(f"--family-option {item!r}: expected NAME=VALUE with NAME one of {sorted(declared)}")
-        options[name] = yaml.safe_load(raw)
+        options[name] = yaml_values.load(raw)
     return options
 
 

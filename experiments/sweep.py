@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tdecomp import dotted
+from tdecomp import dotted, yaml_values
 from tdecomp.config import TrainConfig, load_config
 from tdecomp.layers import available_families
 from tdecomp.methods import DENSE_IRRELEVANT, METHODS, method_label
@@ -87,7 +85,7 @@ def parse_items(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[An
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"sweep item {item!r} is not of the form key=value or key=v1,v2,…")
-        values = yaml.safe_load(f"[{raw}]") if raw else [""]
+        values = yaml_values.load(f"[{raw}]") if raw else [""]
         if len(values) > 1:
             axes[key] = values
         else:
@@ -110,7 +108,7 @@ def load_sweep(config: Path | str | None, items: Sequence[str] = (), root: Path 
     """
     base: dict[str, Any] = {}
     if config is not None:
-        base = yaml.safe_load(Path(config).read_text()) or {}
+        base = yaml_values.load(Path(config).read_text()) or {}
         if not isinstance(base, dict):
             raise ValueError(f"config file {config} must hold a mapping of keys to values")
     section = base.pop(SWEEP_KEY, None) or {}

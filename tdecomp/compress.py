@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from . import yaml_values
 from .config import TrainConfig
 from .init import DATA_INITS
 from .layers.base import FactorizedLayer
@@ -61,7 +61,7 @@ def source_config(source: Path | str, overrides: dict[str, Any]) -> TrainConfig:
         if not saved_path.is_file():
             raise FileNotFoundError(f"{source} is not a run folder (no {CONFIG}); pass a run folder or a "
                                     "checkpoint file with model=NAME")
-        values = yaml.safe_load(saved_path.read_text())
+        values = yaml_values.load(saved_path.read_text())
         if values.get("family", "dense") != "dense":
             raise ValueError(f"{source} holds a {values['family']} run; compress starts from a dense run "
                              "(family=dense)")

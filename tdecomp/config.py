@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import dotted
+from . import dotted, yaml_values
 from ._svd import SI_SOLVERS
 from ._validation import check_choice
 from .init import FACTORIZED_INIT_METHODS
@@ -335,7 +335,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"override {pair!r} is not of the form key=value")
-        dotted.put(out, key, yaml.safe_load(raw) if raw != "" else "")
+        dotted.put(out, key, yaml_values.load(raw) if raw != "" else "")
     return out
 
 
@@ -356,7 +356,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | dict[str,
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml_values.load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"config file {path} must hold a mapping of keys to values")
     if not isinstance(overrides, dict):

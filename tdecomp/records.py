@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import run_files
+from . import run_files, yaml_values
 from .config import default_values, migrate_family_options
 from .methods import method_label
 
@@ -73,7 +71,7 @@ def curve_of(epochs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
 
 def read_run(folder: Path, name: str) -> RunResult:
     """The run in ``folder`` (``config.yaml``, ``summary.json``, ``metrics.jsonl`` if present)."""
-    saved = yaml.safe_load((folder / run_files.CONFIG).read_text()) or {}
+    saved = yaml_values.load((folder / run_files.CONFIG).read_text()) or {}
     metrics = folder / run_files.METRICS
     epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.is_file() else []
     return RunResult(name, str(folder), {**default_values(), **migrate_family_options(saved)},

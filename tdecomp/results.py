@@ -15,9 +15,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
 
-import yaml
-
-from . import dotted
+from . import dotted, yaml_values
 from ._validation import check_choice
 from .config import RESUME_MAY_CHANGE
 from .contrasts import Contrast, parse_contrast, per_seed, versus
@@ -173,7 +171,7 @@ def select_runs(runs: Sequence[RunResult], where: Sequence[str]) -> list[RunResu
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"where {item!r} is not of the form KEY=VALUE (e.g. rank=0.05)")
-        conditions.append((key, yaml.safe_load(raw)))
+        conditions.append((key, yaml_values.load(raw)))
     def matches(run: RunResult, key: str, value) -> bool:
         if isinstance(value, list):
             return any(matches(run, key, v) for v in value)

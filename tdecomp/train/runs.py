@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
+from .. import yaml_values
 from ..config import TrainConfig
 from ..run_files import CONFIG, SUMMARY
 
@@ -25,7 +24,7 @@ def is_complete(config: TrainConfig) -> bool:
     saved_path, summary_path = out / CONFIG, out / SUMMARY
     if not saved_path.exists():
         return False
-    saved = yaml.safe_load(saved_path.read_text())
+    saved = yaml_values.load(saved_path.read_text())
     differing = sorted(config.conflicts(saved, may_change=IGNORED_KEYS))
     if differing:
         raise FileExistsError(f"{out} holds a run with a different configuration ({', '.join(differing)}); "

@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -62,7 +61,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .. import data as datasets
-from .. import models
+from .. import models, yaml_values
 from .._svd import si_solver
 from ..calibration import data_needs
 from ..config import TrainConfig
@@ -458,7 +457,7 @@ class Trainer:
                 f"{out} already holds a run ({LAST}); pass resume=true to continue it or choose another out="
             )
         if has_checkpoint and cfg.resume and (out / CONFIG).exists():
-            saved = yaml.safe_load((out / CONFIG).read_text())
+            saved = yaml_values.load((out / CONFIG).read_text())
             conflicts = cfg.conflicts(saved)
             if conflicts:
                 changes = ", ".join(f"{k}={saved.get(k)!r} → {getattr(cfg, k)!r}" for k in conflicts)
