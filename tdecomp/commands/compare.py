@@ -44,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         '(kaiming+FD - kaiming+WD)", evaluated per seed in every group of the other row keys; '
                         "repeatable: all contrasts of one call form the family the p-values are adjusted over")
     parser.add_argument("--contrast-over", default="method", metavar="KEY",
-                        help='the row key whose values the contrasts combine (default: method); e.g. family for '
-                        '"cp - lowrank", evaluated per seed within each group of the other row keys')
+                        help='the row key whose values the contrasts combine (default: method); e.g. family, for a '
+                        'contrast between two families written as their names, evaluated per seed within each '
+                        'group of the other row keys')
     parser.add_argument("--best-over", default="", metavar="KEYS",
                         help="row keys whose combinations compete (e.g. family,init,allocation): the 'best' table "
                         "names, per group of the other row keys, the cell with the highest mean and whether it "
