@@ -279,7 +279,11 @@ FIGURES: dict[str, Callable] = {
 def plot_runs(paths: Sequence[str | Path], out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Every figure of :data:`FIGURES` for the runs at ``paths``, written to ``out``; the dynamics
     figures only if some run has ``dynamics.jsonl``. Returns the files written."""
-    runs = load_runs(paths)
+    return write_figures(load_runs(paths), out, formats)
+
+
+def write_figures(runs: Sequence[Run], out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """:func:`plot_runs` for runs already read (:func:`load_runs`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()

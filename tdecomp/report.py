@@ -80,7 +80,7 @@ def report(
         runs = select_runs(runs, where)
         if not runs:
             raise ValueError(f"no run matches {' and '.join(where)}")
-    rows = aggregate(runs, keys, metric, paired_vs, contrasts if contrast_over == "method" else (), adjustment)
+    rows = aggregate(runs, keys, metric, paired_vs, contrasts, adjustment, contrast_over)
     compared = (contrast_rows(runs, keys, metric, paired_vs, contrasts, adjustment, contrast_over)
                 if paired_vs or contrasts else [])
     group_keys = [k for k in keys if k != contrast_over]

@@ -13,7 +13,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import dotted, yaml_values
 from ._validation import check_choice
@@ -21,7 +21,7 @@ from .config import RESUME_MAY_CHANGE
 from .contrasts import Contrast, parse_contrast, per_seed, versus
 from .methods import DENSE, DENSE_IRRELEVANT, METHOD_ORDER
 from .records import RunResult
-from .stats import ALPHA, adjust, estimate, paired_test
+from .stats import ALPHA, PairedTest, adjust, estimate, paired_test
 
 # x axes of the accuracy figures: a row field → its axis label
 FIGURE_AXES = {"params": "parameters (log scale)", "trained_params": "parameters while training (log scale)",
@@ -172,6 +172,7 @@ def select_runs(runs: Sequence[RunResult], where: Sequence[str]) -> list[RunResu
         if not sep or not key:
             raise ValueError(f"where {item!r} is not of the form KEY=VALUE (e.g. rank=0.05)")
         conditions.append((key, yaml_values.load(raw)))
+
     def matches(run: RunResult, key: str, value) -> bool:
         if isinstance(value, list):
             return any(matches(run, key, v) for v in value)
@@ -265,6 +266,7 @@ def aggregate(
     paired_vs: str | None = None,
     contrasts: Sequence[str] = (),
     adjustment: str = "holm",
+    over: str = "method",
 ) -> list[dict]:
     """One row per distinct ``keys`` (``method`` is derived, see :func:`group_runs`) with the headline
     ``metric`` (``summary["test_<metric>"]``, one of :data:`METRICS`; accuracy in %) over seeds: mean,
@@ -274,9 +276,10 @@ def aggregate(
     ``paired_vs``: a method label; each row of another method gains the contrast ``method − paired_vs``
     (per-seed paired difference over the seeds both ran, against the row of that method with the same
     other keys; for ``dense``: the dense row of the other non-factorization keys) with its 95% CI, p and
-    p adjusted over the family of :func:`contrast_family` (``contrasts`` join that family).
+    p adjusted over the family of :func:`contrast_family` (``contrasts`` join that family; contrasts over
+    another row key, ``over``, cannot join it and are checked only).
     """
-    _check_method_key(keys, paired_vs, contrasts)
+    _check_contrast_key(keys, paired_vs, contrasts, over)
     groups = group_runs(runs, keys)
     values = seed_values(groups, metric)
     label = metric_spec(metric)[1]
@@ -316,14 +319,14 @@ def contrast_rows(runs: Sequence[RunResult], keys: Sequence[str], metric: str = 
                   contrasts: Sequence[str] = (), adjustment: str = "holm", over: str = "method") -> list[dict]:
     """:func:`evaluate_contrasts` of :func:`contrast_family` on ``runs`` grouped by ``keys``; ``contrasts``
     combine the values of the row key ``over`` (methods by default; e.g. ``family`` for ``"cp - lowrank"``)."""
-    _check_method_key(keys, paired_vs, contrasts, over)
+    _check_contrast_key(keys, paired_vs, contrasts, over)
     groups = group_runs(runs, keys)
     levels = {key[keys.index(over)] for key in groups} if over in keys else set()
     return evaluate_contrasts(seed_values(groups, metric), keys,
                               contrast_family(levels, paired_vs, contrasts, over), adjustment, over)
 
 
-def _check_method_key(keys: Sequence[str], paired_vs: str | None, contrasts: Sequence[str],
+def _check_contrast_key(keys: Sequence[str], paired_vs: str | None, contrasts: Sequence[str],
                       over: str = "method") -> None:
     if paired_vs is not None and over != "method":
         raise ValueError(f"paired_vs={paired_vs!r} compares methods; it cannot be combined with contrasts over "
@@ -366,7 +369,7 @@ def best_rows(runs: Sequence[RunResult], keys: Sequence[str], competing: Sequenc
         fields = dict(zip(keys, key))
         if fields.get("method") != DENSE and fields.get("family") != DENSE:
             cells[tuple(fields[k] for k in rest)][tuple(fields[k] for k in competing)] = seeds
-    comparisons = []  # (group, best, other, PairedTest)
+    comparisons: list[_Comparison] = []
     for group, members in cells.items():
         means = {cell: statistics.fmean(seeds.values()) for cell, seeds in members.items()}
         best = max(means, key=means.__getitem__)
@@ -374,20 +377,31 @@ def best_rows(runs: Sequence[RunResult], keys: Sequence[str], competing: Sequenc
             common = sorted(set(members[best]) & set(members[other]), key=str)
             if other != best and len(common) > 1:
                 diffs = [members[best][s] - members[other][s] for s in common]
-                comparisons.append((group, best, other, means[best] - means[other], paired_test(diffs)))
-    adjusted = adjust([c[-1].p for c in comparisons], adjustment)
+                comparisons.append(_Comparison(group, best, other, means[best] - means[other], paired_test(diffs)))
+    adjusted = adjust([c.test.p for c in comparisons], adjustment)
     rows = []
     for group in cells:
-        mine = [(c, p) for c, p in zip(comparisons, adjusted) if c[0] == group]
+        mine = [(c, p) for c, p in zip(comparisons, adjusted) if c.group == group]
         if not mine:
             continue
-        (_, best, runner, _, test), p_adj = min(mine, key=lambda cp: cp[0][3])  # closest mean: the runner-up
+        runner, p_adj = min(mine, key=lambda cp: cp[0].gap)  # the closest mean: the runner-up
         ps = [p for _, p in mine]
-        rows.append({**dict(zip(rest, group)), "best": " × ".join(best),
-                     "mean": statistics.fmean(cells[group][best].values()), "cells": len(cells[group]),
-                     "runner_up": " × ".join(runner), "pairs": test.estimate.n, "diff_mean": test.estimate.mean,
-                     "diff_low": test.estimate.low, "diff_high": test.estimate.high, "p_adj": p_adj,
+        diff = runner.test.estimate
+        rows.append({**dict(zip(rest, group)), "best": " × ".join(runner.best),
+                     "mean": statistics.fmean(cells[group][runner.best].values()), "cells": len(cells[group]),
+                     "runner_up": " × ".join(runner.other), "pairs": diff.n, "diff_mean": diff.mean,
+                     "diff_low": diff.low, "diff_high": diff.high, "p_adj": p_adj,
                      "max_p_adj": max(ps), "m": len(comparisons),
                      "resolved": all(p is not None and p < ALPHA for p in ps)
-                     and all(c[-1].estimate.mean > 0 for c, _ in mine)})
+                     and all(c.test.estimate.mean > 0 for c, _ in mine)})
     return sorted(rows, key=lambda r: tuple(_order(r[k]) for k in rest))
+
+
+class _Comparison(NamedTuple):
+    """The best cell of a group against one other cell: the gap of their means and the paired test."""
+
+    group: tuple
+    best: tuple
+    other: tuple
+    gap: float
+    test: PairedTest

@@ -21,11 +21,12 @@ def figures_and_table(args: argparse.Namespace, formats: tuple[str, ...] = ("png
     """Write the figures of ``args.runs`` to ``args.out`` and return them with the ``--table`` text
     (empty without ``--table``); also what ``docs-tables`` runs for a ``plot`` block."""
     from tdecomp.analysis.dynamics_table import dynamics_table
-    from tdecomp.analysis.plots import load_runs, plot_runs
+    from tdecomp.analysis.plots import load_runs, write_figures
 
-    written = plot_runs(args.runs, args.out or args.runs[0], formats=formats)
+    runs = load_runs(args.runs)  # read once for the figures and the table
+    written = write_figures(runs, args.out or args.runs[0], formats=formats)
     steps = [float(s) for s in args.steps.split(",") if s]
-    return written, dynamics_table(load_runs(args.runs), steps) if args.table else ""
+    return written, dynamics_table(runs, steps) if args.table else ""
 
 
 def run(args: argparse.Namespace) -> int:
